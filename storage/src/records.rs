@@ -1,0 +1,200 @@
+//! The records stored in the tables, and their codecs.
+//!
+//! Values are JSON: self-describing, so a field added later decodes from old rows through
+//! `#[serde(default)]`, and a row can be read by eye when something goes wrong. Message bodies
+//! are the exception: they are stored as the exact bytes received, because outbound signatures
+//! and partners' own verification depend on them.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, StorageError};
+
+/// A message id: a ULID, so that key order is creation order and ids sort in time.
+/// Shown to users as `msg_` followed by the 26-character ULID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MessageId(pub u128);
+
+impl MessageId {
+    const PREFIX: &'static str = "msg_";
+
+    /// A new id for a message received at `now_ms` (milliseconds since the Unix epoch).
+    pub fn generate(now_ms: u64) -> Self {
+        Self(ulid::Ulid::from_parts(now_ms, rand::random()).0)
+    }
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}", Self::PREFIX, ulid::Ulid(self.0))
+    }
+}
+
+/// The text was not `msg_` followed by a ULID.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a message id (expected msg_ followed by 26 base32 characters)")]
+pub struct BadMessageId;
+
+impl FromStr for MessageId {
+    type Err = BadMessageId;
+
+    fn from_str(s: &str) -> Result<Self, BadMessageId> {
+        let ulid = s.strip_prefix(Self::PREFIX).ok_or(BadMessageId)?;
+        ulid::Ulid::from_string(ulid)
+            .map(|u| Self(u.0))
+            .map_err(|_| BadMessageId)
+    }
+}
+
+/// Everything known about a message except its body and deliveries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRecord {
+    /// The source it came in through; `None` for messages published through the API.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// The partner's id (webhook id, Stripe event id…) or the publisher's idempotency key.
+    #[serde(default)]
+    pub external_id: Option<String>,
+    #[serde(default)]
+    pub event_type: Option<String>,
+    #[serde(default)]
+    pub content_type: Option<String>,
+    #[serde(default)]
+    pub recipient: Option<String>,
+    #[serde(default)]
+    pub channel: Option<String>,
+    #[serde(default)]
+    pub category: Option<String>,
+    /// When herald accepted it, in milliseconds since the Unix epoch.
+    pub received_at_ms: u64,
+    pub body_len: u64,
+}
+
+/// Where one (message, destination) pair stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    Pending,
+    Succeeded,
+    Retrying,
+    Dead,
+    Suppressed,
+}
+
+impl DeliveryStatus {
+    pub const ALL: [Self; 5] = [
+        Self::Pending,
+        Self::Succeeded,
+        Self::Retrying,
+        Self::Dead,
+        Self::Suppressed,
+    ];
+
+    /// The status byte of the `deliveries_due` key. Stable: it is on disk.
+    pub(crate) fn index_tag(self) -> u8 {
+        match self {
+            Self::Pending => 0,
+            Self::Retrying => 1,
+            Self::Succeeded => 2,
+            Self::Dead => 3,
+            Self::Suppressed => 4,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Succeeded => "succeeded",
+            Self::Retrying => "retrying",
+            Self::Dead => "dead",
+            Self::Suppressed => "suppressed",
+        }
+    }
+}
+
+impl FromStr for DeliveryStatus {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s).ok_or(())
+    }
+}
+
+/// One attempt to deliver.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub at_ms: u64,
+    #[serde(default)]
+    pub status_code: Option<u16>,
+    #[serde(default)]
+    pub error: Option<String>,
+    pub duration_ms: u64,
+}
+
+/// The state of one (message, destination) pair.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryRecord {
+    pub status: DeliveryStatus,
+    #[serde(default)]
+    pub attempts: Vec<Attempt>,
+    /// When the next attempt is due; `None` once the delivery is final.
+    #[serde(default)]
+    pub next_attempt_at_ms: Option<u64>,
+}
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serialising these plain structs cannot fail: no maps with non-string keys, no foreign
+    // `Serialize` impls. An empty vector would still decode as an error, never as data.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+pub(crate) fn decode<'a, T: Deserialize<'a>>(table: &'static str, bytes: &'a [u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| StorageError::corrupt(table, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_ids_round_trip_and_sort_by_time() {
+        let a = MessageId::generate(1_000);
+        let b = MessageId::generate(2_000);
+        assert!(a < b);
+        let text = a.to_string();
+        assert!(text.starts_with("msg_") && text.len() == 30, "{text}");
+        assert_eq!(text.parse::<MessageId>(), Ok(a));
+    }
+
+    #[test]
+    fn bad_message_ids_are_rejected() {
+        for bad in [
+            "",
+            "msg_",
+            "msg_xyz",
+            "01ARZ3NDEKTSV4RRFFQ69G5FAV",
+            "msg_01ARZ3NDEKTSV4RRFFQ69G5FAVV",
+        ] {
+            assert_eq!(bad.parse::<MessageId>(), Err(BadMessageId), "{bad}");
+        }
+    }
+
+    #[test]
+    fn delivery_status_names_round_trip() {
+        for s in DeliveryStatus::ALL {
+            assert_eq!(s.as_str().parse::<DeliveryStatus>(), Ok(s));
+        }
+        assert!("done".parse::<DeliveryStatus>().is_err());
+    }
+
+    #[test]
+    fn records_decode_with_fields_added_later_missing() {
+        let old = br#"{"received_at_ms": 5, "body_len": 3}"#;
+        let rec: MessageRecord = decode("messages", old).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(rec.received_at_ms, 5);
+        assert_eq!(rec.source, None);
+        assert!(decode::<MessageRecord>("messages", b"{").is_err());
+    }
+}

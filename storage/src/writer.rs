@@ -1,0 +1,249 @@
+//! The single writer thread and its group commit.
+//!
+//! redb admits one write transaction at a time and `begin_write` blocks, so all writes go
+//! through one dedicated OS thread (never a tokio worker). Callers enqueue *jobs*; the thread
+//! takes the first job, drains whatever else is already waiting (up to [`MAX_BATCH`]), runs all
+//! of them in ONE transaction and commits it once at `Durability::Immediate` with two-phase
+//! commit. Only then does any job learn its result. One fsync is shared by the whole batch:
+//! that is what lets durable and fast coexist (see `../shared/CRATES.md`: ~2k commits/s, but
+//! ~80k records/s when batched).
+//!
+//! A job is a closure over the open transaction. It may be run more than once: when one job of
+//! a batch fails, the transaction is aborted (so its partial writes vanish), that job alone is
+//! answered with its error, and the rest of the batch is run again in a fresh transaction. A
+//! job must therefore be a pure function of the transaction (`FnMut`, no side effects outside
+//! it). Expected outcomes such as "duplicate" are `Ok` values, not errors, so the common path
+//! never reruns anything. A panicking job is caught and treated as a failed job: the writer
+//! thread must outlive any bug in one operation.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Instant;
+
+use redb::{Database, Durability, WriteTransaction};
+use tokio::sync::oneshot;
+
+use crate::error::{Result, StorageError};
+
+/// The most jobs committed together. Bounds the transaction's size and the latency of the
+/// first job in a batch; at ~1 KiB per message a full batch is about 1 MiB of writes.
+pub const MAX_BATCH: usize = 1024;
+
+/// Receives a job's outcome on the writer thread, after the commit. Must be quick and must not
+/// block: it typically sends on a channel.
+pub type Completion<T> = Box<dyn FnOnce(Result<T>) + Send>;
+
+/// Timing of one committed batch, for the perf monitor.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchStats {
+    pub jobs: usize,
+    pub apply: std::time::Duration,
+    pub commit: std::time::Duration,
+}
+
+/// Observes every commit; called on the writer thread.
+pub type CommitObserver = Arc<dyn Fn(BatchStats) + Send + Sync>;
+
+trait Job: Send {
+    fn apply(&mut self, txn: &WriteTransaction) -> Result<()>;
+    fn complete(self: Box<Self>, result: Result<()>);
+}
+
+struct Op<T, F> {
+    run: F,
+    output: Option<T>,
+    done: Completion<T>,
+}
+
+impl<T, F> Job for Op<T, F>
+where
+    T: Send,
+    F: FnMut(&WriteTransaction) -> Result<T> + Send,
+{
+    fn apply(&mut self, txn: &WriteTransaction) -> Result<()> {
+        self.output = Some((self.run)(txn)?);
+        Ok(())
+    }
+
+    fn complete(self: Box<Self>, result: Result<()>) {
+        let Self { output, done, .. } = *self;
+        done(result.and_then(|()| output.ok_or(StorageError::Closed)));
+    }
+}
+
+enum Command {
+    Job(Box<dyn Job>),
+    /// Finish everything queued before this, then exit.
+    Stop(oneshot::Sender<()>),
+}
+
+/// A handle on the writer thread. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Writer {
+    tx: mpsc::Sender<Command>,
+    running: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Writer")
+    }
+}
+
+impl Writer {
+    pub(crate) fn spawn(db: Arc<Database>, observer: Option<CommitObserver>) -> Result<Self> {
+        let (tx, rx) = mpsc::channel();
+        let running = Arc::new(AtomicBool::new(true));
+        let flag = Arc::clone(&running);
+        thread::Builder::new()
+            .name("herald-storage-writer".into())
+            .spawn(move || {
+                run(&db, &rx, observer.as_deref());
+                flag.store(false, Ordering::Release);
+            })
+            .map_err(|e| StorageError::Redb(Arc::new(e.into())))?;
+        Ok(Self { tx, running })
+    }
+
+    pub(crate) fn is_running(&self) -> bool {
+        self.running.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn submit<T, F>(&self, run: F, done: Completion<T>)
+    where
+        T: Send + 'static,
+        F: FnMut(&WriteTransaction) -> Result<T> + Send + 'static,
+    {
+        let job = Box::new(Op {
+            run,
+            output: None,
+            done,
+        });
+        if let Err(mpsc::SendError(Command::Job(job))) = self.tx.send(Command::Job(job)) {
+            job.complete(Err(StorageError::Closed));
+        }
+    }
+
+    /// Asks the thread to finish the queued work and exit; resolves when it has.
+    pub(crate) async fn stop(&self) {
+        let (done, stopped) = oneshot::channel();
+        if self.tx.send(Command::Stop(done)).is_ok() {
+            let _ = stopped.await;
+        }
+    }
+}
+
+fn run(
+    db: &Database,
+    rx: &mpsc::Receiver<Command>,
+    observer: Option<&(dyn Fn(BatchStats) + Send + Sync)>,
+) {
+    let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
+    while let Ok(first) = rx.recv() {
+        let mut stop = None;
+        match first {
+            Command::Job(job) => batch.push(job),
+            Command::Stop(done) => stop = Some(done),
+        }
+        while stop.is_none() && batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(Command::Job(job)) => batch.push(job),
+                Ok(Command::Stop(done)) => stop = Some(done),
+                Err(_) => break,
+            }
+        }
+        if !batch.is_empty() {
+            let stats = commit_batch(db, &mut batch);
+            if let (Some(observe), Some(stats)) = (observer, stats) {
+                observe(stats);
+            }
+        }
+        if let Some(done) = stop {
+            let _ = done.send(());
+            return;
+        }
+    }
+}
+
+/// Runs every job of `batch` in one transaction and commits it; answers each job. Leaves
+/// `batch` empty. Returns the timing of the successful commit, if there was one.
+fn commit_batch(db: &Database, batch: &mut Vec<Box<dyn Job>>) -> Option<BatchStats> {
+    loop {
+        let started = Instant::now();
+        let txn = match begin(db) {
+            Ok(txn) => txn,
+            Err(e) => {
+                answer_all(batch, &Err(e));
+                return None;
+            }
+        };
+        match apply_all(&txn, batch) {
+            Ok(()) => {
+                let applied = Instant::now();
+                let result = txn.commit().map_err(StorageError::from);
+                let stats = BatchStats {
+                    jobs: batch.len(),
+                    apply: applied - started,
+                    commit: applied.elapsed(),
+                };
+                if let Err(e) = &result {
+                    tracing::error!(error = %e, jobs = batch.len(), "commit failed");
+                }
+                let ok = result.is_ok();
+                answer_all(batch, &result);
+                return ok.then_some(stats);
+            }
+            Err((index, error)) => {
+                // Roll back the partial writes of the whole batch, answer the culprit, and run
+                // the others again without it.
+                if let Err(e) = txn.abort() {
+                    tracing::warn!(error = %e, "abort after a failed job");
+                }
+                batch.remove(index).complete(Err(error));
+                if batch.is_empty() {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+fn begin(db: &Database) -> Result<WriteTransaction> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate)?;
+    // Payloads are attacker-controlled: two-phase commit keeps a crafted page from ever being
+    // mistaken for a valid commit after a crash.
+    txn.set_two_phase_commit(true);
+    Ok(txn)
+}
+
+fn apply_all(
+    txn: &WriteTransaction,
+    batch: &mut [Box<dyn Job>],
+) -> Result<(), (usize, StorageError)> {
+    for (index, job) in batch.iter_mut().enumerate() {
+        let outcome = catch_unwind(AssertUnwindSafe(|| job.apply(txn)))
+            .unwrap_or_else(|panic| Err(StorageError::Panicked(panic_message(&*panic))));
+        if let Err(e) = outcome {
+            return Err((index, e));
+        }
+    }
+    Ok(())
+}
+
+fn answer_all(batch: &mut Vec<Box<dyn Job>>, result: &Result<()>) {
+    for job in batch.drain(..) {
+        job.complete(result.clone());
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(ToString::to_string)
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}

@@ -1,0 +1,216 @@
+//! The store through its public API, on a real redb file in a temp dir.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use bytes::Bytes;
+use herald_storage::{
+    Accepted, DeliveryStatus, MessageFilter, MessageId, MessageRecord, NewMessage, StorageError,
+    Store, dedupe_key,
+};
+
+fn message(source: &str, external: &str, at_ms: u64, destinations: &[&str]) -> NewMessage {
+    NewMessage {
+        id: MessageId::generate(at_ms),
+        record: MessageRecord {
+            source: Some(source.into()),
+            external_id: Some(external.into()),
+            event_type: Some(format!("{source}.event")),
+            content_type: Some("application/json".into()),
+            recipient: None,
+            channel: None,
+            category: None,
+            received_at_ms: at_ms,
+            body_len: 2,
+        },
+        body: Bytes::from_static(b"{}"),
+        dedupe_key: Some(dedupe_key(source, external)),
+        destinations: destinations.iter().map(ToString::to_string).collect(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_inserts_share_commits_and_all_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested/herald.redb");
+    let commits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = commits.clone();
+    let store = Store::open(
+        &path,
+        Some(std::sync::Arc::new(move |_| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        })),
+    )
+    .unwrap();
+
+    let tasks: Vec<_> = (0..500)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .insert_message_async(message("src", &format!("ext-{i}"), 1_000 + i, &["d1"]))
+                    .await
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for task in tasks {
+        match task.await.unwrap().unwrap() {
+            Accepted::New(id) => ids.push(id),
+            Accepted::Duplicate(_) => panic!("unique ids reported as duplicates"),
+        }
+    }
+    let commits = commits.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        commits < 500,
+        "expected group commits, saw {commits} commits for 500 writes"
+    );
+    store.close().await;
+    drop(store);
+
+    let store = Store::open(&path, None).unwrap();
+    for id in ids {
+        let view = store
+            .message(id)
+            .await
+            .unwrap()
+            .expect("accepted message is stored");
+        assert_eq!(view.body.as_deref(), Some(&b"{}"[..]));
+        assert_eq!(view.deliveries.len(), 1);
+        assert_eq!(view.deliveries[0].0, "d1");
+        assert_eq!(view.deliveries[0].1.status, DeliveryStatus::Pending);
+    }
+}
+
+#[tokio::test]
+async fn a_repeated_key_is_a_duplicate_even_within_one_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("h.redb"), None).unwrap();
+    let first = message("s", "same", 10, &[]);
+    let second = message("s", "same", 11, &[]);
+    let other_source = message("t", "same", 12, &[]);
+    let (a, b, c) = tokio::join!(
+        store.insert_message_async(first.clone()),
+        store.insert_message_async(second),
+        store.insert_message_async(other_source.clone()),
+    );
+    assert_eq!(a.unwrap(), Accepted::New(first.id));
+    assert_eq!(b.unwrap(), Accepted::Duplicate(first.id));
+    assert_eq!(c.unwrap(), Accepted::New(other_source.id));
+    let all = store
+        .list_messages(MessageFilter::default(), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(all.items.len(), 2, "a duplicate stores nothing");
+}
+
+#[tokio::test]
+async fn listing_filters_and_paginates_newest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("h.redb"), None).unwrap();
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let source = if i % 2 == 0 { "even" } else { "odd" };
+        let msg = message(source, &i.to_string(), 100 + i, &["d"]);
+        ids.push(msg.id);
+        store.insert_message_async(msg).await.unwrap();
+    }
+    ids.reverse();
+
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .list_messages(MessageFilter::default(), after, 3)
+            .await
+            .unwrap();
+        seen.extend(page.items.iter().map(|m| m.id));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids);
+
+    let odd = store
+        .list_messages(
+            MessageFilter {
+                source: Some("odd".into()),
+                ..MessageFilter::default()
+            },
+            None,
+            50,
+        )
+        .await
+        .unwrap();
+    assert_eq!(odd.items.len(), 3);
+    assert!(odd.next.is_none());
+    assert!(
+        odd.items
+            .iter()
+            .all(|m| m.record.source.as_deref() == Some("odd"))
+    );
+
+    let dead = store
+        .list_messages(
+            MessageFilter {
+                status: Some(DeliveryStatus::Dead),
+                ..MessageFilter::default()
+            },
+            None,
+            50,
+        )
+        .await
+        .unwrap();
+    assert!(dead.items.is_empty());
+    let pending = store
+        .list_messages(
+            MessageFilter {
+                status: Some(DeliveryStatus::Pending),
+                event_type: Some("even.event".into()),
+                ..MessageFilter::default()
+            },
+            None,
+            50,
+        )
+        .await
+        .unwrap();
+    assert_eq!(pending.items.len(), 4);
+}
+
+#[tokio::test]
+async fn sweeping_forgets_only_old_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("h.redb"), None).unwrap();
+    let old = message("s", "old", 1_000, &[]);
+    let new = message("s", "new", 5_000, &[]);
+    store.insert_message_async(old).await.unwrap();
+    store.insert_message_async(new.clone()).await.unwrap();
+    assert_eq!(store.sweep_idempotency(2_000, 100).await.unwrap(), 1);
+    assert!(matches!(
+        store
+            .insert_message_async(message("s", "old", 6_000, &[]))
+            .await
+            .unwrap(),
+        Accepted::New(_)
+    ));
+    assert_eq!(
+        store
+            .insert_message_async(message("s", "new", 6_000, &[]))
+            .await
+            .unwrap(),
+        Accepted::Duplicate(new.id)
+    );
+}
+
+#[tokio::test]
+async fn writes_after_close_fail_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("h.redb"), None).unwrap();
+    assert!(store.is_ready().await);
+    store.close().await;
+    let err = store
+        .insert_message_async(message("s", "late", 1, &[]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StorageError::Closed), "{err}");
+    assert!(!store.is_ready().await);
+}
