@@ -1,0 +1,289 @@
+//! herald's actors and every rule of the product. No HTTP types live here: the edge in the
+//! `herald` binary turns requests into calls on [`Herald`] and results into responses.
+//!
+//! # The supervision tree
+//!
+//! ```text
+//! Supervisor (one-for-one restarts, budget 5 per minute, then stops herald)
+//! ├── Ingress          admission state (blocklist) + hands writes to the group commit
+//! ├── Verifier 0       signature schemes, pure; one worker per core
+//! └── Verifier n-1
+//! ```
+//! Every child is spawned linked; callers reach a child through its [`Slot`], which the
+//! supervisor updates on restart.
+//!
+//! # The path of a webhook
+//!
+//! ```text
+//! edge: source known? client blocked? body within limit? rate limit?
+//!   └─call─▶ Verifier: headers, timestamp, signature (constant time); routing fields, fan-out
+//!              ├─ invalid signature ─cast─▶ Ingress: count towards a block ─▶ reply 401
+//!              └─ genuine ─cast─▶ Ingress ─▶ storage writer: one transaction for every
+//!                                  request waiting, commit (Immediate, 2PC) ─▶ reply 202/200
+//! ```
+//! The reply port travels with the request and is answered by whoever finishes it, so the
+//! edge makes one round trip and no actor ever awaits a commit.
+
+pub mod ingress;
+pub mod routing;
+pub mod slot;
+pub mod supervisor;
+pub mod verifier;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use herald_storage::{MessageId, StorageError, Store};
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorRef};
+
+pub use routing::Route;
+pub use slot::Slot;
+use supervisor::{Children, Supervisor, SupervisorMsg};
+use verifier::VerifierMsg;
+use verifier::schemes::{SourceRule, VerifyError};
+
+/// What the binary's configuration becomes, once validated.
+#[derive(Debug)]
+pub struct Settings {
+    pub sources: Vec<SourceSettings>,
+    pub routes: Vec<Route>,
+    /// Invalid signatures from one client within `block_window` that block it.
+    pub block_after_invalid: u32,
+    pub block_window: Duration,
+    pub block_for: Duration,
+    /// How long idempotency keys are remembered, at least.
+    pub dedupe_window: Duration,
+    pub verifier_workers: usize,
+    /// How long the edge waits for a request to be verified and committed.
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug)]
+pub struct SourceSettings {
+    pub name: String,
+    pub rule: SourceRule,
+    pub rate_limit_per_sec: Option<NonZeroU32>,
+}
+
+/// A configured source at run time.
+pub struct Source {
+    pub name: String,
+    pub rule: SourceRule,
+    limiter: Option<DefaultDirectRateLimiter>,
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Source")
+            .field("name", &self.name)
+            .field("rule", &self.rule)
+            .field("rate_limited", &self.limiter.is_some())
+            .finish()
+    }
+}
+
+impl Source {
+    /// Takes one unit of the source's rate limit, or says how long until one is free.
+    pub fn check_rate(&self) -> Result<(), Duration> {
+        let Some(limiter) = &self.limiter else {
+            return Ok(());
+        };
+        limiter
+            .check()
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+}
+
+/// State shared by the actors and the edge; read-mostly.
+#[derive(Debug)]
+pub struct Core {
+    pub settings: Settings,
+    pub store: Store,
+    sources: HashMap<String, Source>,
+    routes: ArcSwap<Vec<Route>>,
+    /// Blocked clients and when each block ends. Written only by the ingress.
+    blocked: ArcSwap<HashMap<IpAddr, Instant>>,
+}
+
+impl Core {
+    pub fn source(&self, name: &str) -> Option<&Source> {
+        self.sources.get(name)
+    }
+
+    pub fn destinations_for(&self, source: Option<&str>, event_type: Option<&str>) -> Vec<String> {
+        routing::destinations_for(&self.routes.load(), source, event_type)
+    }
+}
+
+/// A partner's webhook as the edge received it.
+#[derive(Debug)]
+pub struct InboundWebhook {
+    pub source: String,
+    pub client: IpAddr,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+    pub received_at: SystemTime,
+}
+
+/// A webhook that is now durably stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ingested {
+    pub id: MessageId,
+    /// True when the same webhook id had already been accepted; nothing new was stored.
+    pub duplicate: bool,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum IngestError {
+    /// The request failed verification; nothing was stored.
+    #[error(transparent)]
+    Rejected(#[from] VerifyError),
+    /// The commit failed; nothing was stored.
+    #[error("storage: {0}")]
+    Storage(#[source] StorageError),
+    /// An actor was restarting, or the request timed out. It may or may not have been stored:
+    /// a retry is safe, since it would be recognised as a duplicate.
+    #[error("temporarily unavailable")]
+    Unavailable,
+}
+
+pub type IngestResult = Result<Ingested, IngestError>;
+
+#[derive(Debug, thiserror::Error)]
+#[error("could not start the actors: {0}")]
+pub struct StartError(String);
+
+/// The running actor system: what the HTTP edge talks to.
+#[derive(Debug)]
+pub struct Herald {
+    core: Arc<Core>,
+    children: Children,
+    next_verifier: AtomicUsize,
+    supervisor: ActorRef<SupervisorMsg>,
+    /// Turns true once the supervisor has stopped, for whatever reason.
+    stopped: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Herald {
+    /// Starts the supervision tree over an open store.
+    pub async fn start(settings: Settings, store: Store) -> Result<Self, StartError> {
+        let sources = settings
+            .sources
+            .iter()
+            .map(|s| {
+                let source = Source {
+                    name: s.name.clone(),
+                    rule: s.rule.clone(),
+                    limiter: s
+                        .rate_limit_per_sec
+                        .map(|rate| RateLimiter::direct(Quota::per_second(rate))),
+                };
+                (s.name.clone(), source)
+            })
+            .collect();
+        let routes = ArcSwap::from_pointee(settings.routes.clone());
+        let core = Arc::new(Core {
+            settings,
+            store,
+            sources,
+            routes,
+            blocked: ArcSwap::default(),
+        });
+        let (ready, children) = tokio::sync::oneshot::channel();
+        let (supervisor, handle) = Actor::spawn(None, Supervisor, (Arc::clone(&core), ready))
+            .await
+            .map_err(|e| StartError(e.to_string()))?;
+        let children = children
+            .await
+            .map_err(|_| StartError("the supervisor stopped while starting".into()))?;
+        let (done, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            let _ = handle.await;
+            let _ = done.send(true);
+        });
+        Ok(Self {
+            core,
+            children,
+            next_verifier: AtomicUsize::new(0),
+            supervisor,
+            stopped,
+        })
+    }
+
+    pub fn core(&self) -> &Core {
+        &self.core
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.core.store
+    }
+
+    pub fn source(&self, name: &str) -> Option<&Source> {
+        self.core.source(name)
+    }
+
+    /// Whether `client` is blocked for repeated invalid signatures.
+    pub fn is_blocked(&self, client: IpAddr) -> bool {
+        self.core
+            .blocked
+            .load()
+            .get(&client)
+            .is_some_and(|until| *until > Instant::now())
+    }
+
+    /// Verifies a webhook and stores it durably; resolves after the commit.
+    pub async fn ingest(&self, webhook: InboundWebhook) -> IngestResult {
+        let verifiers = &self.children.verifiers;
+        let pick = self.next_verifier.fetch_add(1, Ordering::Relaxed) % verifiers.len().max(1);
+        let Some(verifier) = verifiers.get(pick) else {
+            return Err(IngestError::Unavailable);
+        };
+        let timeout = self.core.settings.request_timeout;
+        match verifier
+            .get()
+            .call(
+                |reply| VerifierMsg::Verify(Box::new(webhook), reply),
+                Some(timeout),
+            )
+            .await
+        {
+            Ok(CallResult::Success(result)) => result,
+            Ok(CallResult::Timeout | CallResult::SenderError) | Err(_) => {
+                Err(IngestError::Unavailable)
+            }
+        }
+    }
+
+    /// Resolves when the supervision tree has stopped: after [`Self::shutdown`], or on its own
+    /// when a child exhausted the restart budget (then herald must exit).
+    pub async fn stopped(&self) {
+        let mut stopped = self.stopped.clone();
+        let _ = stopped.wait_for(|done| *done).await;
+    }
+
+    /// Stops every actor. Writes already handed to the store are still committed by
+    /// [`Store::close`], which the caller runs afterwards.
+    pub async fn shutdown(&self) {
+        let _ = self
+            .supervisor
+            .call(SupervisorMsg::Shutdown, Some(Duration::from_secs(15)))
+            .await;
+        self.stopped().await;
+    }
+}
+
+/// Milliseconds since the Unix epoch (0 before it).
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,122 @@
+//! `GET /v1/messages` and `GET /v1/messages/{id}`.
+
+use base64::Engine as _;
+use herald_storage::{DeliveryStatus, MessageFilter, MessageId, MessageView};
+use http::StatusCode;
+use serde_json::{Value, json};
+
+use super::App;
+use super::query::{Pagination, Query};
+use super::response::{ApiError, Resp, json, rfc3339};
+
+pub async fn list(app: &App, query: &Query) -> Result<Resp, ApiError> {
+    let page = Pagination::from_query(query)?;
+    let after = page
+        .after
+        .as_deref()
+        .map(|a| {
+            a.parse::<MessageId>()
+                .map_err(|e| ApiError::invalid("after", e))
+        })
+        .transpose()?;
+    let status = query
+        .get("status")
+        .map(|s| {
+            s.parse::<DeliveryStatus>().map_err(|()| {
+                ApiError::invalid(
+                    "status",
+                    "expected one of pending, succeeded, retrying, dead, suppressed",
+                )
+            })
+        })
+        .transpose()?;
+    let filter = MessageFilter {
+        status,
+        source: query.get("source").map(str::to_owned),
+        event_type: query.get("event_type").map(str::to_owned),
+    };
+    let found = app
+        .herald
+        .store()
+        .list_messages(filter, after, page.limit)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "listing messages");
+            ApiError::unavailable()
+        })?;
+    let items: Vec<Value> = found.items.iter().map(render).collect();
+    Ok(json(
+        StatusCode::OK,
+        &json!({"items": items, "next": found.next.map(|n| n.to_string())}),
+    ))
+}
+
+pub async fn get(app: &App, id: &str) -> Result<Resp, ApiError> {
+    let not_found = || ApiError::not_found(format_args!("message {id}"));
+    let id = id.parse::<MessageId>().map_err(|_| not_found())?;
+    let view = app
+        .herald
+        .store()
+        .message(id)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "reading a message");
+            ApiError::unavailable()
+        })?
+        .ok_or_else(not_found)?;
+    let mut out = render(&view);
+    if let (Some(body), Value::Object(fields)) = (&view.body, &mut out) {
+        // JSON bodies are shown as JSON; anything else as base64 of the exact bytes.
+        match serde_json::from_slice::<Value>(body) {
+            Ok(payload) => fields.insert("payload".into(), payload),
+            Err(_) => fields.insert(
+                "body_base64".into(),
+                base64::engine::general_purpose::STANDARD
+                    .encode(body)
+                    .into(),
+            ),
+        };
+    }
+    Ok(json(StatusCode::OK, &out))
+}
+
+fn render(view: &MessageView) -> Value {
+    let r = &view.record;
+    let deliveries: Vec<Value> = view
+        .deliveries
+        .iter()
+        .map(|(destination, d)| {
+            let attempts: Vec<Value> = d
+                .attempts
+                .iter()
+                .map(|a| {
+                    json!({
+                        "at": rfc3339(a.at_ms),
+                        "status_code": a.status_code,
+                        "error": a.error,
+                        "duration_ms": a.duration_ms,
+                    })
+                })
+                .collect();
+            json!({
+                "destination": destination,
+                "status": d.status.as_str(),
+                "attempts": attempts,
+                "next_attempt_at": d.next_attempt_at_ms.map(rfc3339),
+            })
+        })
+        .collect();
+    json!({
+        "id": view.id.to_string(),
+        "source": r.source,
+        "external_id": r.external_id,
+        "event_type": r.event_type,
+        "content_type": r.content_type,
+        "recipient": r.recipient,
+        "channel": r.channel,
+        "category": r.category,
+        "received_at": rfc3339(r.received_at_ms),
+        "body_bytes": r.body_len,
+        "deliveries": deliveries,
+    })
+}

@@ -1,0 +1,118 @@
+//! Building responses: JSON bodies and the contract's error shape
+//! `{"error": {"code": "snake_case", "message": "…"}}`.
+
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode, header};
+use http_body_util::Full;
+use hyper::Response;
+use serde::Serialize;
+
+pub type Resp = Response<Full<Bytes>>;
+
+/// An error answer. Internal details are logged where they happen, never put in `message`.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 400 `invalid_request`, naming the field at fault.
+    pub fn invalid(field: &str, problem: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("{field}: {problem}"),
+        )
+    }
+
+    pub fn not_found(what: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
+    }
+
+    pub fn unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "temporarily unavailable; retry shortly",
+        )
+    }
+
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "method not allowed on this route",
+        )
+    }
+
+    pub fn into_response(self) -> Resp {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            error: Inner<'a>,
+        }
+        #[derive(Serialize)]
+        struct Inner<'a> {
+            code: &'a str,
+            message: &'a str,
+        }
+        json(
+            self.status,
+            &Body {
+                error: Inner {
+                    code: self.code,
+                    message: &self.message,
+                },
+            },
+        )
+    }
+}
+
+/// A JSON response. Serialising our own response types cannot fail; if it somehow did, the
+/// client gets a 500 with the error shape rather than a half-written body.
+pub fn json<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Resp {
+    match serde_json::to_vec(value) {
+        Ok(body) => with_body(status, body, "application/json"),
+        Err(e) => {
+            tracing::error!(error = %e, "response did not serialise");
+            with_body(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                br#"{"error":{"code":"internal","message":"internal error"}}"#.to_vec(),
+                "application/json",
+            )
+        }
+    }
+}
+
+pub fn with_body(status: StatusCode, body: impl Into<Bytes>, content_type: &'static str) -> Resp {
+    let mut resp = Response::new(Full::new(body.into()));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+pub fn empty(status: StatusCode) -> Resp {
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = status;
+    resp
+}
+
+/// RFC 3339 in UTC with milliseconds, as every timestamp in the API.
+pub fn rfc3339(unix_ms: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(unix_ms);
+    humantime::format_rfc3339_millis(t).to_string()
+}

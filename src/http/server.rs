@@ -1,0 +1,106 @@
+//! The accept loop shared by both ports.
+//!
+//! hyper 1 ships no server loop, so this is it: a bounded number of connections (a permit is
+//! taken *before* `accept`, so overload waits in the kernel's backlog instead of in memory),
+//! HTTP/1.1 with keep-alive, a header-read timeout against slowloris, bounded header count and
+//! size, and graceful shutdown: on the signal, stop accepting, let in-flight requests finish
+//! within the grace period, then drop what remains.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::Request;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+
+use super::response::Resp;
+
+/// Resolves once `stop` turns true (or its sender is gone). The borrow guard of
+/// `wait_for` is dropped here, inside, so callers' futures stay `Send`.
+pub async fn stop_requested(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+pub type BoxFuture = Pin<Box<dyn Future<Output = Resp> + Send>>;
+
+/// Turns a request and the peer's address into a response.
+pub type Handler = Arc<dyn Fn(Request<Incoming>, SocketAddr) -> BoxFuture + Send + Sync>;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub shutdown_grace: Duration,
+}
+
+/// Serves `listener` until `shutdown` turns true, then drains within the grace period.
+pub async fn serve(
+    name: &'static str,
+    listener: TcpListener,
+    handler: Handler,
+    limits: Limits,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_headers(100)
+        .max_buf_size(64 * 1024)
+        .keep_alive(true);
+
+    loop {
+        let permit = tokio::select! {
+            permit = Arc::clone(&permits).acquire_owned() => permit,
+            () = stop_requested(&mut shutdown) => break,
+        };
+        let Ok(permit) = permit else { break };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!(port = name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = stop_requested(&mut shutdown) => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let handler = Arc::clone(&handler);
+        let service = service_fn(move |req| {
+            let fut = handler(req, peer);
+            async move { Ok::<_, std::convert::Infallible>(fut.await) }
+        });
+        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            // Errors here are clients misbehaving (resets, malformed requests, timeouts):
+            // hyper has already answered what could be answered.
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            port = name,
+            "grace period over; closing remaining connections"
+        );
+    }
+}

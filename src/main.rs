@@ -1,0 +1,175 @@
+//! `herald`: args → config → tracing → run until a signal.
+
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use herald::config::{self, Config, LogFormat};
+
+#[derive(Debug, Parser)]
+#[command(version, about = "Signed webhooks in, reliable webhooks out.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the service (the default).
+    Serve(ConfigArg),
+    /// Validate a config file: exit 0, or exit 2 with one line per problem.
+    CheckConfig(ConfigArg),
+    /// Print Standard Webhooks headers for a body read from stdin or --file.
+    Sign {
+        /// The source's secret, `whsec_<base64>`.
+        #[arg(long)]
+        secret: String,
+        /// The webhook id (`webhook-id`).
+        #[arg(long)]
+        id: String,
+        /// Unix seconds; defaults to now.
+        #[arg(long)]
+        timestamp: Option<i64>,
+        /// Read the body from this file instead of stdin.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, clap::Args, Default)]
+struct ConfigArg {
+    /// Config file; default `$HERALD_CONFIG`, else `./config.toml`.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+impl ConfigArg {
+    fn path(&self) -> PathBuf {
+        self.config
+            .clone()
+            .or_else(|| std::env::var_os("HERALD_CONFIG").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("config.toml"))
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Serve(ConfigArg::default())) {
+        Command::Serve(arg) => serve(&arg),
+        Command::CheckConfig(arg) => match config::load(&arg.path()) {
+            Ok(_) => {
+                println!("{}: ok", arg.path().display());
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprintln!("{errors}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Sign {
+            secret,
+            id,
+            timestamp,
+            file,
+        } => sign(&secret, &id, timestamp, file),
+    }
+}
+
+fn serve(arg: &ConfigArg) -> ExitCode {
+    let config = match config::load(&arg.path()) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = init_tracing(&config) {
+        eprintln!("log.level: {e}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("could not start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(herald::run(config, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(config: &Config) -> Result<(), String> {
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&config.log.level).map_err(|e| e.to_string())?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Human => builder.init(),
+    }
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown signal received");
+}
+
+fn sign(secret: &str, id: &str, timestamp: Option<i64>, file: Option<PathBuf>) -> ExitCode {
+    use herald_actors::verifier::schemes::{decode_whsec, sign_standard};
+    let key = match decode_whsec(secret) {
+        Ok(key) => key,
+        Err(e) => {
+            eprintln!("--secret: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut body = Vec::new();
+    let read = match &file {
+        Some(path) => std::fs::read(path).map(|b| body = b),
+        None => std::io::stdin().read_to_end(&mut body).map(|_| ()),
+    };
+    if let Err(e) = read {
+        eprintln!("reading the body: {e}");
+        return ExitCode::FAILURE;
+    }
+    let timestamp = timestamp.unwrap_or_else(|| {
+        i64::try_from(herald_actors::unix_ms(std::time::SystemTime::now()) / 1000).unwrap_or(0)
+    });
+    println!("webhook-id: {id}");
+    println!("webhook-timestamp: {timestamp}");
+    println!(
+        "webhook-signature: {}",
+        sign_standard(&key, id, timestamp, &body)
+    );
+    ExitCode::SUCCESS
+}
