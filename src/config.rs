@@ -84,13 +84,10 @@ fn herald_env_vars(problems: &mut Vec<ConfigError>) -> Vec<(String, String)> {
                 .into_string()
                 .ok()
                 .filter(|n| n.starts_with(ENV_PREFIX))?;
-            match value.into_string() {
-                Ok(value) => Some((name, value)),
-                Err(_) => {
-                    problems.push(ConfigError::new(name, "the value is not valid UTF-8"));
-                    None
-                }
-            }
+            let value = value.into_string().map_err(|_| {
+                problems.push(ConfigError::new(&name, "the value is not valid UTF-8"));
+            });
+            Some((name, value.ok()?))
         })
         .collect()
 }
@@ -542,7 +539,7 @@ macro_rules! keyword_enum {
 
         impl $name {
             /// Every variant, in declaration order.
-            #[allow(dead_code)]
+            #[allow(dead_code, reason = "a private keyword set may not need it")]
             pub const ALL: &[Self] = &[$(Self::$variant),+];
             const NAMES: &[&str] = &[$($text),+];
 
@@ -708,7 +705,6 @@ struct RawApiToken {
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, expecting = "a table")]
-#[allow(clippy::struct_excessive_bools)] // Mirrors the file.
 struct RawDelivery {
     max_attempts: u64,
     backoff_base_ms: u64,
@@ -1024,11 +1020,11 @@ impl SectionReader<'_> {
 
     /// Reports the keys no section claimed; whether everything was read.
     fn finish(self) -> bool {
-        let expected = self.known.join(", ");
+        let expected = self.known.join("`, `");
         for name in self.table.keys() {
             self.problems.push(ConfigError::new(
                 toml_key(name),
-                format!("unknown key; expected one of: {expected}"),
+                format!("unknown key, expected one of `{expected}`"),
             ));
         }
         !self.failed && self.table.is_empty()
@@ -1039,25 +1035,25 @@ fn deserialize_error(
     section: &str,
     err: &serde_path_to_error::Error<toml::de::Error>,
 ) -> ConfigError {
-    let mut key = toml_key(section);
-    for segment in err.path() {
-        match segment {
-            Segment::Seq { index } => key.push_str(&format!("[{index}]")),
-            Segment::Map { key: name } | Segment::Enum { variant: name } => {
-                key.push('.');
-                key.push_str(&toml_key(name));
-            }
-            Segment::Unknown => key.push_str(".?"),
-        }
-    }
+    let path: String = (err.path().iter())
+        .map(|segment| match segment {
+            Segment::Seq { index } => format!("[{index}]"),
+            Segment::Map { key } | Segment::Enum { variant: key } => format!(".{}", toml_key(key)),
+            Segment::Unknown => ".?".to_owned(),
+        })
+        .collect();
+    let mut key = toml_key(section) + &path;
     let message = err.inner().message();
-    // serde reports an unknown field at its parent's path; name the key itself.
+    // serde words `deny_unknown_fields` rejections for programmers; say "key", and make sure
+    // the key itself is named, not just its table.
     if let Some((field, expected)) = message
         .strip_prefix("unknown field `")
         .and_then(|rest| rest.split_once('`'))
     {
-        key.push('.');
-        key.push_str(&toml_key(field));
+        let field = format!(".{}", toml_key(field));
+        if !key.ends_with(&field) {
+            key.push_str(&field);
+        }
         return ConfigError::new(key, format!("unknown key{expected}"));
     }
     ConfigError::new(key, message)
@@ -1363,7 +1359,7 @@ impl RawApi {
             names.insert("admin".to_owned(), "api.token".to_owned());
             tokens.push(ApiToken {
                 name: "admin".to_owned(),
-                token: Secret(self.token.as_bytes().to_vec()),
+                token: Secret::from(self.token.as_str()),
                 scopes: Scope::ALL.to_vec(),
             });
         }
@@ -1385,13 +1381,13 @@ impl RawApi {
                     name.to_owned()
                 }
             };
-            let token = raw.token.as_deref().unwrap_or_else(|| {
+            let token = if let Some(token) = raw.token.as_deref() {
+                p.token(&format!("{at}.token"), token, &mut secrets);
+                token
+            } else {
                 p.push(format!("{at}.token"), "required");
                 ""
-            });
-            if !token.is_empty() {
-                p.token(&format!("{at}.token"), token, &mut secrets);
-            }
+            };
             if raw.scopes.is_empty() {
                 let message = format!("must list at least one of: {}", Scope::NAMES.join(", "));
                 p.push(format!("{at}.scopes"), message);
@@ -1406,7 +1402,7 @@ impl RawApi {
             scopes.dedup();
             tokens.push(ApiToken {
                 name,
-                token: Secret(token.as_bytes().to_vec()),
+                token: Secret::from(token),
                 scopes,
             });
         }
@@ -1496,16 +1492,24 @@ impl RawSource {
         };
         let secrets = texts
             .into_iter()
-            .map(|(key, text)| match scheme_name {
-                Some(SchemeName::StandardWebhooks) => p.whsec(&key, text),
-                _ => {
+            .map(|(key, text)| {
+                if scheme_name == Some(SchemeName::StandardWebhooks) {
+                    p.whsec(&key, text)
+                } else {
                     if text.is_empty() {
                         p.push(key, "must not be empty");
                     }
-                    Secret(text.as_bytes().to_vec())
+                    Secret::from(text)
                 }
             })
             .collect();
+        let tolerance = p.secs(
+            &format!("{at}.tolerance_secs"),
+            self.tolerance_secs,
+            1..=86_400,
+        );
+        let rate_limit_per_sec =
+            p.rate_limit(&format!("{at}.rate_limit_per_sec"), self.rate_limit_per_sec);
         let suppress_on = (self.suppress_on.iter())
             .filter_map(|(event_type, reason)| {
                 let key = format!("{at}.suppress_on.{}", toml_key(event_type));
@@ -1519,18 +1523,21 @@ impl RawSource {
             name,
             scheme,
             secrets,
-            tolerance: p.secs(
-                &format!("{at}.tolerance_secs"),
-                self.tolerance_secs,
-                1..=86_400,
-            ),
-            rate_limit_per_sec: p
-                .rate_limit(&format!("{at}.rate_limit_per_sec"), self.rate_limit_per_sec),
+            tolerance,
+            rate_limit_per_sec,
             suppress_on,
         }
     }
 
     fn scheme(&self, at: &str, name: SchemeName, p: &mut Problems) -> SchemeConfig {
+        let scheme = match name {
+            SchemeName::StandardWebhooks => SchemeConfig::StandardWebhooks,
+            SchemeName::Stripe => SchemeConfig::Stripe,
+            SchemeName::Github => SchemeConfig::Github,
+            SchemeName::Shopify => SchemeConfig::Shopify,
+            SchemeName::Slack => SchemeConfig::Slack,
+            SchemeName::HmacSha256 => return self.hmac_sha256(at, p),
+        };
         let hmac_keys = [
             ("id_header", self.id_header.is_some()),
             ("timestamp_header", self.timestamp_header.is_some()),
@@ -1538,37 +1545,23 @@ impl RawSource {
             ("encoding", self.encoding.is_some()),
             ("prefix", self.prefix.is_some()),
         ];
-        match name {
-            SchemeName::HmacSha256 => self.hmac_sha256(at, p),
-            _ => {
-                for (key, _) in hmac_keys.iter().filter(|(_, set)| *set) {
-                    p.push(
-                        format!("{at}.{key}"),
-                        format!("only applies to scheme \"hmac-sha256\", not \"{name}\""),
-                    );
-                }
-                match name {
-                    SchemeName::Stripe => SchemeConfig::Stripe,
-                    SchemeName::Github => SchemeConfig::Github,
-                    SchemeName::Shopify => SchemeConfig::Shopify,
-                    SchemeName::Slack => SchemeConfig::Slack,
-                    SchemeName::StandardWebhooks | SchemeName::HmacSha256 => {
-                        SchemeConfig::StandardWebhooks
-                    }
-                }
-            }
+        for (key, _) in hmac_keys.iter().filter(|(_, set)| *set) {
+            p.push(
+                format!("{at}.{key}"),
+                format!("only applies to scheme \"hmac-sha256\", not \"{name}\""),
+            );
         }
+        scheme
     }
 
     fn hmac_sha256(&self, at: &str, p: &mut Problems) -> SchemeConfig {
         let mut required_header = |field: &str, value: Option<&str>| {
             let key = format!("{at}.{field}");
-            match value {
-                Some(name) => p.header_name(&key, name),
-                None => {
-                    p.push(key, "required for scheme \"hmac-sha256\"");
-                    String::new()
-                }
+            if let Some(name) = value {
+                p.header_name(&key, name)
+            } else {
+                p.push(key, "required for scheme \"hmac-sha256\"");
+                String::new()
             }
         };
         let id_header = required_header("id_header", self.id_header.as_deref());
@@ -1725,7 +1718,7 @@ impl RawDestination {
             if source != ALL_SOURCES && !sources.contains(source.as_str()) {
                 p.push(
                     format!("{at}.sources[{j}]"),
-                    format!("`{source}` is not a configured source (nor \"*\")"),
+                    format!("`{source}` is not a configured source"),
                 );
             }
         }
@@ -1756,7 +1749,7 @@ impl RawDestination {
                     format!("{at}.secret"),
                     "required: the outbound signing secret, `whsec_` + base64",
                 );
-                Secret(Vec::new())
+                Secret::from(Vec::new())
             }
             Some(secret) => p.whsec(&format!("{at}.secret"), secret),
         };
@@ -2003,7 +1996,7 @@ mod tests {
             "server.max_body_bytes",
         );
         assert!(message.contains("invalid type"), "{message}");
-        let message = only_problem(load(&format!("{TOKEN}server = 5\n")), "server");
+        let message = only_problem(load(&format!("server = 5\n{TOKEN}")), "server");
         assert!(message.contains("expected a table"), "{message}");
         only_problem(
             load(&format!("{TOKEN}[delivery]\nmax_attempts = -1\n")),
@@ -2475,7 +2468,7 @@ mod tests {
             config.budgets[0].metric.to_string(),
             "route:GET /orders/{id}"
         );
-        assert!(ok(&format!("{TOKEN}budgets = []\n")).budgets.is_empty());
+        assert!(ok(&format!("budgets = []\n{TOKEN}")).budgets.is_empty());
 
         let text = format!(
             "{TOKEN}[[budgets]]\nmetric = \"LCP\"\np75_max = 0\n\

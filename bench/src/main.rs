@@ -1,0 +1,141 @@
+//! `herald-bench`: how fast herald ingests signed webhooks, next to how fast a bare hyper server
+//! on the same machine can answer the same requests.
+//!
+//! - `bare`: the ceiling server on its own.
+//! - `load`: the load generator against any loopback URL.
+//! - `ingest`: both, back to back, then a table of herald against the ceiling.
+//!
+//! Traffic only ever goes to loopback addresses, and every run stops by itself.
+
+mod bare;
+mod herald;
+mod ingest;
+mod load;
+mod sign;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::load::{LoadConfig, Target};
+use crate::sign::Signer;
+
+#[derive(Debug, Parser)]
+#[command(name = "herald-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve `202 {"id":"x","status":"accepted"}` to every request, reading each body in full.
+    Bare {
+        /// Loopback address to listen on; port 0 picks a free port.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// Stop by itself after this many seconds.
+        #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        max_secs: u64,
+    },
+    /// Send signed webhooks over keep-alive connections and report throughput and latency.
+    Load(LoadArgs),
+    /// Compare herald against the bare server: same load, same machine, same run.
+    Ingest(IngestArgs),
+}
+
+/// Shape of the load, shared by `load` and `ingest`.
+#[derive(Debug, Args)]
+struct Shape {
+    /// Concurrent keep-alive connections, one request in flight on each.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    connections: u64,
+    /// Length of the measured window.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+    duration_secs: u64,
+    /// Load sent before the measured window and not counted.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=120))]
+    warmup_secs: u64,
+    /// Exact size of each JSON body.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    body_bytes: u64,
+}
+
+#[derive(Debug, Args)]
+struct LoadArgs {
+    /// Target URL, e.g. `http://127.0.0.1:8080/webhooks/bench` (loopback only).
+    #[arg(long)]
+    url: String,
+    /// Standard Webhooks secret (`whsec_<base64>`) to sign with.
+    #[arg(long, default_value = sign::BENCH_SECRET)]
+    secret: String,
+    #[command(flatten)]
+    shape: Shape,
+    /// Also print the figures as JSON on the last line of stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct IngestArgs {
+    /// The herald binary to benchmark.
+    #[arg(long, default_value = "target/release/herald")]
+    herald: PathBuf,
+    #[command(flatten)]
+    shape: Shape,
+    /// Also print the figures as JSON on the last line of stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `u64` → `usize`; clap's ranges keep these far below either limit.
+fn to_usize(v: u64) -> Result<usize> {
+    Ok(usize::try_from(v)?)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Bare { listen, max_secs } => {
+            if !listen.ip().is_loopback() {
+                bail!("refusing to listen on non-loopback {listen}");
+            }
+            let listener = tokio::net::TcpListener::bind(listen).await?;
+            println!("listening on {}", listener.local_addr()?);
+            bare::serve(listener, async move {
+                tokio::time::sleep(Duration::from_secs(max_secs)).await;
+            })
+            .await
+        }
+        Command::Load(args) => {
+            let report = load::run(LoadConfig {
+                target: Target::parse(&args.url)?,
+                connections: to_usize(args.shape.connections)?,
+                warmup: Duration::from_secs(args.shape.warmup_secs),
+                duration: Duration::from_secs(args.shape.duration_secs),
+                body_bytes: to_usize(args.shape.body_bytes)?,
+                signer: Signer::from_secret(&args.secret)?,
+            })
+            .await?;
+            println!("{}", report.summary());
+            if args.json {
+                println!("{}", serde_json::to_string(&report)?);
+            }
+            Ok(())
+        }
+        Command::Ingest(args) => {
+            ingest::run(ingest::IngestOptions {
+                connections: to_usize(args.shape.connections)?,
+                duration: Duration::from_secs(args.shape.duration_secs),
+                warmup: Duration::from_secs(args.shape.warmup_secs),
+                body_bytes: to_usize(args.shape.body_bytes)?,
+                herald: args.herald,
+                json: args.json,
+            })
+            .await
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! The durability promise, tested the hard way: the real binary under concurrent load is
+//! SIGKILLed mid-stream, restarted on the same data, and every webhook that got a 202 must be
+//! there, over several cycles. A webhook that got no answer may or may not be stored; resending
+//! it must then give 202 or a 200 duplicate, never a second copy.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{ADMIN_TOKEN, now, std_headers};
+
+const HERALD: &str = env!("CARGO_BIN_EXE_herald");
+const CYCLES: usize = 3;
+const SENDERS: usize = 16;
+
+struct Process {
+    child: Child,
+    ingest: SocketAddr,
+    api: SocketAddr,
+}
+
+fn spawn(config: &std::path::Path) -> Process {
+    let mut child = Command::new(HERALD)
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("HERALD_LOG_FORMAT", "human")
+        .env("HERALD_LOG_LEVEL", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // Keep draining after startup so the child never blocks on a full pipe.
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            for (port, marker) in [
+                ("ingest", "ingest listening on "),
+                ("api", "api listening on "),
+            ] {
+                if let Some(at) = line.find(marker) {
+                    let addr: SocketAddr = line[at + marker.len()..].trim().parse().unwrap();
+                    let _ = tx.send((port, addr));
+                }
+            }
+        }
+    });
+    let mut ports = HashMap::new();
+    while ports.len() < 2 {
+        let (port, addr) = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("herald did not report its ports");
+        ports.insert(port, addr);
+    }
+    Process {
+        child,
+        ingest: ports["ingest"],
+        api: ports["api"],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_webhook_survives_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, common::config_text(&dir, "")).unwrap();
+    let http = reqwest::Client::new();
+    // external id -> message id, for every 202 ever received
+    let acknowledged: Arc<Mutex<HashMap<String, String>>> = Arc::default();
+    let mut unanswered: Vec<String> = Vec::new();
+
+    for cycle in 0..CYCLES {
+        let mut process = spawn(&config);
+        // Everything acknowledged in earlier cycles is still there.
+        verify(&http, process.api, &acknowledged.lock().unwrap().clone()).await;
+
+        let deadline = Instant::now() + Duration::from_millis(400);
+        let senders: Vec<_> = (0..SENDERS)
+            .map(|sender| {
+                let (http, acknowledged) = (http.clone(), Arc::clone(&acknowledged));
+                let url = format!("http://{}/webhooks/std", process.ingest);
+                tokio::spawn(async move {
+                    let mut lost = Vec::new();
+                    for n in 0.. {
+                        let id = format!("evt_c{cycle}_s{sender}_{n}");
+                        let body = format!(r#"{{"type":"crash.test","n":{n}}}"#);
+                        let mut req = http.post(&url).body(body.clone());
+                        for (k, v) in std_headers(&id, now(), body.as_bytes()) {
+                            req = req.header(k, v);
+                        }
+                        match req.send().await {
+                            Ok(resp) if resp.status().as_u16() == 202 => {
+                                let json: serde_json::Value = resp.json().await.unwrap_or_default();
+                                match json["id"].as_str() {
+                                    Some(msg) => {
+                                        acknowledged.lock().unwrap().insert(id, msg.to_owned());
+                                    }
+                                    None => lost.push(id), // killed mid-body: unanswered
+                                }
+                            }
+                            Ok(resp) => panic!("unexpected status {} for {id}", resp.status()),
+                            Err(_) => {
+                                lost.push(id);
+                                break; // the server is gone
+                            }
+                        }
+                    }
+                    lost
+                })
+            })
+            .collect();
+        tokio::time::sleep_until(deadline.into()).await;
+        process.child.kill().unwrap(); // SIGKILL: no shutdown path runs
+        process.child.wait().unwrap();
+        for sender in senders {
+            unanswered.extend(sender.await.unwrap());
+        }
+    }
+
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(
+        acknowledged.len() > SENDERS * CYCLES,
+        "the load was too light to mean anything: {} acknowledged",
+        acknowledged.len()
+    );
+    let mut process = spawn(&config);
+    verify(&http, process.api, &acknowledged).await;
+
+    // Resending what was acknowledged gives duplicates, never new messages.
+    for (id, msg) in acknowledged.iter().take(50) {
+        let body = std_headers(id, now(), b"{}"); // different body, same id: still a duplicate
+        let mut req = http
+            .post(format!("http://{}/webhooks/std", process.ingest))
+            .body("{}");
+        for (k, v) in body {
+            req = req.header(k, v);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{id}");
+        let json: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(json["id"], msg.as_str());
+    }
+    // Unanswered ones are either stored once already or accepted now.
+    for id in unanswered.iter().take(50) {
+        let mut req = http
+            .post(format!("http://{}/webhooks/std", process.ingest))
+            .body("{}");
+        for (k, v) in std_headers(id, now(), b"{}") {
+            req = req.header(k, v);
+        }
+        let status = req.send().await.unwrap().status().as_u16();
+        assert!(status == 200 || status == 202, "{id}: {status}");
+    }
+    // A graceful stop exits 0.
+    let status = Command::new("kill")
+        .args(["-TERM", &process.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = process.child.wait().unwrap();
+    assert!(exit.success(), "SIGTERM must exit 0, got {exit:?}");
+    eprintln!(
+        "{} acknowledged over {CYCLES} kills, all present; {} unanswered",
+        acknowledged.len(),
+        unanswered.len()
+    );
+}
+
+async fn verify(http: &reqwest::Client, api: SocketAddr, acknowledged: &HashMap<String, String>) {
+    for (id, msg) in acknowledged {
+        let resp = http
+            .get(format!("http://{api}/v1/messages/{msg}"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.status().as_u16(),
+            200,
+            "{id} ({msg}) was acknowledged but is gone"
+        );
+        let json: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(json["external_id"], id.as_str());
+    }
+}
