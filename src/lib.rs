@@ -51,10 +51,11 @@ impl Running {
 /// Starts herald on `config` and returns once both ports are listening.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let path = config.storage.path.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&path, None))
-        .await
-        .context("opening storage")?
-        .with_context(|| format!("opening storage at {}", config.storage.path.display()))?;
+    let store =
+        tokio::task::spawn_blocking(move || Store::open(&path, herald_storage::Options::default()))
+            .await
+            .context("opening storage")?
+            .with_context(|| format!("opening storage at {}", config.storage.path.display()))?;
     let herald = Herald::start(settings(&config)?, store.clone()).await?;
 
     let ingest = TcpListener::bind(config.server.ingest_listen)

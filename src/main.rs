@@ -1,7 +1,7 @@
 //! `herald`: args → config → tracing → run until a signal.
 
 use std::io::Read as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -72,7 +72,7 @@ fn main() -> ExitCode {
             id,
             timestamp,
             file,
-        } => sign(&secret, &id, timestamp, file),
+        } => sign(&secret, &id, timestamp, file.as_deref()),
     }
 }
 
@@ -144,7 +144,7 @@ async fn shutdown_signal() {
     tracing::info!("shutdown signal received");
 }
 
-fn sign(secret: &str, id: &str, timestamp: Option<i64>, file: Option<PathBuf>) -> ExitCode {
+fn sign(secret: &str, id: &str, timestamp: Option<i64>, file: Option<&Path>) -> ExitCode {
     use herald_actors::verifier::schemes::{decode_whsec, sign_standard};
     let key = match decode_whsec(secret) {
         Ok(key) => key,
@@ -154,7 +154,7 @@ fn sign(secret: &str, id: &str, timestamp: Option<i64>, file: Option<PathBuf>) -
         }
     };
     let mut body = Vec::new();
-    let read = match &file {
+    let read = match file {
         Some(path) => std::fs::read(path).map(|b| body = b),
         None => std::io::stdin().read_to_end(&mut body).map(|_| ()),
     };

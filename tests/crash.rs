@@ -1,5 +1,5 @@
 //! The durability promise, tested the hard way: the real binary under concurrent load is
-//! SIGKILLed mid-stream, restarted on the same data, and every webhook that got a 202 must be
+//! `SIGKILL`ed mid-stream, restarted on the same data, and every webhook that got a 202 must be
 //! there, over several cycles. A webhook that got no answer may or may not be stored; resending
 //! it must then give 202 or a 200 duplicate, never a second copy.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -78,7 +78,8 @@ async fn every_acknowledged_webhook_survives_sigkill() {
     for cycle in 0..CYCLES {
         let mut process = spawn(&config);
         // Everything acknowledged in earlier cycles is still there.
-        verify(&http, process.api, &acknowledged.lock().unwrap().clone()).await;
+        let so_far = acknowledged.lock().unwrap().clone();
+        verify(&http, process.api, &so_far).await;
 
         let deadline = Instant::now() + Duration::from_millis(400);
         let senders: Vec<_> = (0..SENDERS)

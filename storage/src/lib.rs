@@ -17,22 +17,58 @@ mod error;
 pub mod messages;
 mod records;
 pub mod tables;
+mod tx;
 pub mod writer;
 
 use std::path::Path;
 use std::sync::Arc;
 
-use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction};
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable};
 use tokio::sync::oneshot;
+use tx::Tx;
 
 pub use error::{Result, StorageError};
-pub use messages::{Accepted, MessageFilter, MessageView, NewMessage, Page, dedupe_key};
+pub use messages::{
+    Accepted, DedupeKey, MessageFilter, MessageView, NewMessage, Page, SWEEP_SLICES,
+};
 pub use records::{
     Attempt, BadMessageId, DeliveryRecord, DeliveryStatus, MessageId, MessageRecord,
 };
 pub use writer::{BatchStats, CommitObserver, Completion};
 
 use tables::{SCHEMA_VERSION, SCHEMA_VERSION_KEY};
+
+/// How to open the store.
+#[derive(Clone)]
+pub struct Options {
+    /// redb's page cache. redb defaults to 1 GiB, which would dominate herald's memory;
+    /// the hot set (recent messages, the indexes) is far smaller.
+    pub cache_bytes: usize,
+    /// Called on the writer thread after every successful group commit.
+    pub observer: Option<CommitObserver>,
+}
+
+impl Options {
+    pub const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            cache_bytes: Self::DEFAULT_CACHE_BYTES,
+            observer: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("cache_bytes", &self.cache_bytes)
+            .field("observer", &self.observer.is_some())
+            .finish()
+    }
+}
 
 /// A handle on the open database and its writer. Cheap to clone; all clones share both.
 #[derive(Clone)]
@@ -51,13 +87,17 @@ impl Store {
     /// Opens (or creates) the database at `path`, creating its directory, every table and the
     /// schema version, and starts the writer thread. Blocking: call it before serving, or from
     /// a blocking context.
-    pub fn open(path: &Path, observer: Option<CommitObserver>) -> Result<Self> {
+    pub fn open(path: &Path, options: Options) -> Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| StorageError::Redb(Arc::new(e.into())))?;
         }
-        let db = Arc::new(Database::create(path)?);
+        let db = Arc::new(
+            Database::builder()
+                .set_cache_size(options.cache_bytes)
+                .create(path)?,
+        );
         initialise(&db)?;
-        let writer = writer::Writer::spawn(Arc::clone(&db), observer)?;
+        let writer = writer::Writer::spawn(Arc::clone(&db), options.observer)?;
         Ok(Self { db, writer })
     }
 
@@ -65,7 +105,7 @@ impl Store {
     fn submit<T, F>(&self, op: F, done: Completion<T>)
     where
         T: Send + 'static,
-        F: FnMut(&WriteTransaction) -> Result<T> + Send + 'static,
+        F: FnMut(&mut Tx<'_>) -> Result<T> + Send + 'static,
     {
         self.writer.submit(op, done);
     }
@@ -74,7 +114,7 @@ impl Store {
     async fn write<T, F>(&self, op: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnMut(&WriteTransaction) -> Result<T> + Send + 'static,
+        F: FnMut(&mut Tx<'_>) -> Result<T> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
         self.submit(
@@ -108,9 +148,10 @@ impl Store {
         self.write(move |txn| messages::insert(txn, &msg)).await
     }
 
-    /// Forgets up to `max` idempotency keys accepted before `before_ms`.
-    pub async fn sweep_idempotency(&self, before_ms: u64, max: usize) -> Result<usize> {
-        self.write(move |txn| messages::sweep_idempotency(txn, before_ms, max))
+    /// Forgets the idempotency keys accepted before `before_ms` in slice `slice` (of
+    /// [`SWEEP_SLICES`]) of the key space; returns how many. Sweep every slice in turn.
+    pub async fn sweep_idempotency(&self, before_ms: u64, slice: u32) -> Result<usize> {
+        self.write(move |tx| messages::sweep_idempotency(tx, before_ms, slice))
             .await
     }
 
@@ -159,9 +200,7 @@ fn initialise(db: &Database) -> Result<()> {
             }
         }
         txn.open_table(tables::MESSAGES)?;
-        txn.open_table(tables::MESSAGE_BODIES)?;
         txn.open_table(tables::IDEMPOTENCY)?;
-        txn.open_table(tables::IDEMPOTENCY_BY_TIME)?;
         txn.open_table(tables::DELIVERIES)?;
         txn.open_table(tables::DELIVERIES_DUE)?;
     }
@@ -176,9 +215,9 @@ mod tests {
 
     const SCRATCH: redb::TableDefinition<u64, u64> = redb::TableDefinition::new("scratch");
 
-    fn put(key: u64, fail: bool) -> impl FnMut(&WriteTransaction) -> Result<u64> + Send {
-        move |txn| {
-            txn.open_table(SCRATCH)?.insert(key, key)?;
+    fn put(key: u64, fail: bool) -> impl FnMut(&mut Tx<'_>) -> Result<u64> + Send {
+        move |tx| {
+            tx.txn().open_table(SCRATCH)?.insert(key, key)?;
             if fail {
                 return Err(StorageError::corrupt("scratch", "injected"));
             }
@@ -202,18 +241,20 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failing_or_panicking_job_is_rolled_back_alone() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("h.redb"), None).unwrap();
-        let panicking = |_: &WriteTransaction| -> Result<u64> { panic!("bug in one job") };
-        let (a, b, c, d) = tokio::join!(
+        let store = Store::open(&dir.path().join("h.redb"), Options::default()).unwrap();
+        let panicking = |_: &mut Tx<'_>| -> Result<u64> { panic!("bug in one job") };
+        let (first, failing, panicked, last) = tokio::join!(
             store.write(put(1, false)),
             store.write(put(2, true)),
             store.write(panicking),
             store.write(put(3, false)),
         );
-        assert_eq!(a.unwrap(), 1);
-        assert!(matches!(b, Err(StorageError::Corrupt { .. })));
-        assert!(matches!(c, Err(StorageError::Panicked(ref m)) if m.contains("bug in one job")));
-        assert_eq!(d.unwrap(), 3);
+        assert_eq!(first.unwrap(), 1);
+        assert!(matches!(failing, Err(StorageError::Corrupt { .. })));
+        assert!(
+            matches!(panicked, Err(StorageError::Panicked(ref why)) if why.contains("bug in one job"))
+        );
+        assert_eq!(last.unwrap(), 3);
         assert_eq!(
             scratch_keys(&store).await,
             vec![1, 3],
@@ -236,7 +277,7 @@ mod tests {
                 .unwrap();
             txn.commit().unwrap();
         }
-        let err = Store::open(&path, None).unwrap_err();
+        let err = Store::open(&path, Options::default()).unwrap_err();
         assert!(matches!(err, StorageError::SchemaTooNew { .. }), "{err}");
     }
 }

@@ -1,18 +1,19 @@
 //! Messages, their idempotency index and their deliveries.
 //!
-//! Accepting a message is one job: the idempotency check, the message, its body, its
-//! idempotency entries and one `pending` delivery per destination it fans out to, all in the
+//! Accepting a message is one job: the idempotency check, the message with its body, its
+//! idempotency entry and one `pending` delivery per destination it fans out to, all in the
 //! same transaction. So a message is never half-stored, and a delivery exists for it as soon as
 //! the partner got its 202.
 
 use bytes::Bytes;
-use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use redb::ReadTransaction;
 
-use crate::error::Result;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Result, StorageError};
 use crate::records::{DeliveryRecord, DeliveryStatus, MessageId, MessageRecord, decode, encode};
-use crate::tables::{
-    DELIVERIES, DELIVERIES_DUE, IDEMPOTENCY, IDEMPOTENCY_BY_TIME, MESSAGE_BODIES, MESSAGES,
-};
+use crate::tables::{DELIVERIES, MESSAGES};
+use crate::tx::Tx;
 
 /// How many messages one list call examines at most. A selective filter over a large table
 /// returns a short (even empty) page with a `next` cursor rather than scanning everything.
@@ -24,8 +25,8 @@ pub struct NewMessage {
     pub id: MessageId,
     pub record: MessageRecord,
     pub body: Bytes,
-    /// `"{source}\0{external id}"`: a second message with the same key is a duplicate.
-    pub dedupe_key: Option<String>,
+    /// A second message with the same key is a duplicate.
+    pub dedupe_key: Option<DedupeKey>,
     /// The destinations it fans out to; each gets a `pending` delivery due at once.
     pub destinations: Vec<String>,
 }
@@ -39,73 +40,105 @@ pub enum Accepted {
     Duplicate(MessageId),
 }
 
-/// Builds the idempotency key of an external id. The NUL keeps `("a", "b\0c")` and
-/// `("a\0b", "c")` apart; neither source names nor header values can contain it.
-pub fn dedupe_key(scope: &str, external_id: &str) -> String {
-    format!("{scope}\0{external_id}")
+/// The idempotency key of an external id within a scope (a source's name, or the publishing
+/// API's): the first 128 bits of SHA-256 over `scope \0 id`. The NUL keeps `("a", "b\0c")`
+/// and `("a\0b", "c")` apart. A cryptographic hash because ids are attacker-chosen: nobody can
+/// craft a collision to have a genuine webhook dropped as a duplicate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DedupeKey(u128);
+
+impl DedupeKey {
+    pub fn new(scope: &str, external_id: &str) -> Self {
+        let digest = Sha256::new()
+            .chain_update(scope.as_bytes())
+            .chain_update([0])
+            .chain_update(external_id.as_bytes())
+            .finalize();
+        let mut prefix = [0; 16];
+        prefix.copy_from_slice(&digest[..16]);
+        Self(u128::from_be_bytes(prefix))
+    }
 }
 
-pub(crate) fn insert(txn: &WriteTransaction, msg: &NewMessage) -> Result<Accepted> {
+/// The idempotency table is swept in this many equal slices of its (uniform) key space, one
+/// slice per call, so each sweep does a bounded share of the work.
+pub const SWEEP_SLICES: u32 = 256;
+
+pub(crate) fn insert(tx: &mut Tx<'_>, msg: &NewMessage) -> Result<Accepted> {
     let received = msg.record.received_at_ms;
-    if let Some(key) = &msg.dedupe_key {
-        let mut idempotency = txn.open_table(IDEMPOTENCY)?;
-        if let Some(seen) = idempotency.get(key.as_str())? {
-            return Ok(Accepted::Duplicate(MessageId(seen.value().0)));
+    if let Some(DedupeKey(key)) = msg.dedupe_key {
+        // One descent in the common case: insert, and only on a hit put the first one back.
+        let idempotency = tx.idempotency()?;
+        let previous = idempotency
+            .insert(key, (msg.id.0, received))?
+            .map(|seen| seen.value());
+        if let Some(first) = previous {
+            idempotency.insert(key, first)?;
+            return Ok(Accepted::Duplicate(MessageId(first.0)));
         }
-        idempotency.insert(key.as_str(), (msg.id.0, received))?;
-        txn.open_table(IDEMPOTENCY_BY_TIME)?
-            .insert((received, key.as_str()), ())?;
     }
-    txn.open_table(MESSAGES)?
-        .insert(msg.id.0, encode(&msg.record).as_slice())?;
-    txn.open_table(MESSAGE_BODIES)?
-        .insert(msg.id.0, msg.body.as_ref())?;
-    let mut deliveries = txn.open_table(DELIVERIES)?;
-    let mut due = txn.open_table(DELIVERIES_DUE)?;
+    tx.messages()?
+        .insert(msg.id.0, encode_message(&msg.record, &msg.body).as_slice())?;
+    if msg.destinations.is_empty() {
+        return Ok(Accepted::New(msg.id));
+    }
     let pending = encode(&DeliveryRecord {
         status: DeliveryStatus::Pending,
         attempts: Vec::new(),
         next_attempt_at_ms: Some(received),
     });
+    let deliveries = tx.deliveries()?;
     for destination in &msg.destinations {
         deliveries.insert((msg.id.0, destination.as_str()), pending.as_slice())?;
-        due.insert(
-            (
-                DeliveryStatus::Pending.index_tag(),
-                received,
-                msg.id.0,
-                destination.as_str(),
-            ),
-            (),
-        )?;
+    }
+    let due = tx.deliveries_due()?;
+    let tag = DeliveryStatus::Pending.index_tag();
+    for destination in &msg.destinations {
+        due.insert((tag, received, msg.id.0, destination.as_str()), ())?;
     }
     Ok(Accepted::New(msg.id))
 }
 
-/// Forgets idempotency keys accepted before `before_ms`, at most `max` of them; returns how
-/// many were removed. Run periodically; the keys are then older than the dedupe window.
-pub(crate) fn sweep_idempotency(
-    txn: &WriteTransaction,
-    before_ms: u64,
-    max: usize,
-) -> Result<usize> {
-    let mut by_time = txn.open_table(IDEMPOTENCY_BY_TIME)?;
-    let mut idempotency = txn.open_table(IDEMPOTENCY)?;
-    let expired: Vec<(u64, String)> = by_time
-        .range((0, "")..(before_ms, ""))?
-        .take(max)
-        .map(|entry| {
-            entry.map(|(k, _)| {
-                let (at, key) = k.value();
-                (at, key.to_owned())
-            })
-        })
-        .collect::<Result<_, _>>()?;
-    for (at, key) in &expired {
-        by_time.remove((*at, key.as_str()))?;
-        idempotency.remove(key.as_str())?;
+/// Forgets the keys of slice `slice` accepted before `before_ms`; returns how many.
+pub(crate) fn sweep_idempotency(tx: &mut Tx<'_>, before_ms: u64, slice: u32) -> Result<usize> {
+    let width = u128::MAX / u128::from(SWEEP_SLICES);
+    let start = width * u128::from(slice % SWEEP_SLICES);
+    let end = if slice % SWEEP_SLICES == SWEEP_SLICES - 1 {
+        u128::MAX
+    } else {
+        start + width - 1
+    };
+    let mut removed = 0;
+    tx.idempotency()?
+        .retain_in(start..=end, |_, (_, accepted)| {
+            let keep = accepted >= before_ms;
+            removed += usize::from(!keep);
+            keep
+        })?;
+    Ok(removed)
+}
+
+/// `[u32 LE n][n bytes of JSON record][body]`.
+fn encode_message(record: &MessageRecord, body: &[u8]) -> Vec<u8> {
+    let header = encode(record);
+    let len = u32::try_from(header.len()).unwrap_or(u32::MAX);
+    let mut value = Vec::with_capacity(4 + header.len() + body.len());
+    value.extend_from_slice(&len.to_le_bytes());
+    value.extend_from_slice(&header);
+    value.extend_from_slice(body);
+    value
+}
+
+/// The record and the body of a stored message value.
+fn decode_message(value: &[u8]) -> Result<(MessageRecord, &[u8])> {
+    let corrupt = || StorageError::corrupt("messages", "truncated value");
+    let (len, rest) = value.split_first_chunk::<4>().ok_or_else(corrupt)?;
+    let len = usize::try_from(u32::from_le_bytes(*len)).map_err(|_| corrupt())?;
+    if rest.len() < len {
+        return Err(corrupt());
     }
-    Ok(expired.len())
+    let (header, body) = rest.split_at(len);
+    Ok((decode("messages", header)?, body))
 }
 
 /// Narrows a message listing. Every given field must match.
@@ -141,16 +174,12 @@ pub(crate) fn get(txn: &ReadTransaction, id: MessageId) -> Result<Option<Message
     let Some(raw) = messages.get(id.0)? else {
         return Ok(None);
     };
-    let record = decode("messages", raw.value())?;
-    let body = txn
-        .open_table(MESSAGE_BODIES)?
-        .get(id.0)?
-        .map(|b| b.value().to_vec());
+    let (record, body) = decode_message(raw.value())?;
     Ok(Some(MessageView {
         id,
         record,
         deliveries: deliveries_of(txn, id)?,
-        body,
+        body: Some(body.to_vec()),
     }))
 }
 
@@ -170,7 +199,7 @@ pub(crate) fn list(
         let id = MessageId(key.value());
         last_seen = Some(id);
         scanned += 1;
-        let record: MessageRecord = decode("messages", raw.value())?;
+        let (record, _) = decode_message(raw.value())?;
         if filter.source.is_some() && record.source != filter.source
             || filter.event_type.is_some() && record.event_type != filter.event_type
         {

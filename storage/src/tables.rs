@@ -3,12 +3,18 @@
 //! | table | key | value |
 //! | --- | --- | --- |
 //! | `meta` | `&str` name | `u64` (`schema_version`) |
-//! | `messages` | `u128` message id (ULID: creation order) | JSON [`MessageRecord`](crate::MessageRecord) |
-//! | `message_bodies` | `u128` message id | the original body bytes |
-//! | `idempotency` | `&str` `"{source}\0{external id}"` | `(u128 message id, u64 accepted at ms)` |
-//! | `idempotency_by_time` | `(u64 accepted at ms, &str idempotency key)` | `()`: the sweep order |
+//! | `messages` | `u128` message id (ULID: creation order) | [`MessageRecord`](crate::MessageRecord) and body, see below |
+//! | `idempotency` | `u128` [`DedupeKey`](crate::DedupeKey) | `(u128 message id, u64 accepted at ms)` |
 //! | `deliveries` | `(u128 message id, &str destination)` | JSON [`DeliveryRecord`](crate::DeliveryRecord) |
 //! | `deliveries_due` | `(u8 status, u64 due at ms, u128 message id, &str destination)` | `()` |
+//!
+//! A `messages` value is `[u32 LE n][n bytes of JSON record][body bytes]`: the record and the
+//! exact body in one value, so accepting a message writes one B-tree, and its key grows with
+//! time, so a batch of messages fills the same rightmost leaves.
+//!
+//! `idempotency` is keyed by a 128-bit hash rather than the partner's id: fixed-width keys are
+//! cheaper to compare and pack densely, and uniform keys let the sweep walk the table in equal
+//! slices of the hash space without a second, time-ordered index (one insert per message less).
 //!
 //! `deliveries_due` is the scheduler's index: a range scan over one status in due order finds
 //! the next work without touching the `deliveries` table. Every write that changes a delivery's
@@ -22,12 +28,8 @@ pub const SCHEMA_VERSION: u64 = 1;
 
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub(crate) const MESSAGES: TableDefinition<u128, &[u8]> = TableDefinition::new("messages");
-pub(crate) const MESSAGE_BODIES: TableDefinition<u128, &[u8]> =
-    TableDefinition::new("message_bodies");
-pub(crate) const IDEMPOTENCY: TableDefinition<&str, (u128, u64)> =
+pub(crate) const IDEMPOTENCY: TableDefinition<u128, (u128, u64)> =
     TableDefinition::new("idempotency");
-pub(crate) const IDEMPOTENCY_BY_TIME: TableDefinition<(u64, &str), ()> =
-    TableDefinition::new("idempotency_by_time");
 pub(crate) const DELIVERIES: TableDefinition<(u128, &str), &[u8]> =
     TableDefinition::new("deliveries");
 pub(crate) const DELIVERIES_DUE: TableDefinition<(u8, u64, u128, &str), ()> =

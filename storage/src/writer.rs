@@ -27,6 +27,7 @@ use redb::{Database, Durability, WriteTransaction};
 use tokio::sync::oneshot;
 
 use crate::error::{Result, StorageError};
+use crate::tx::Tx;
 
 /// The most jobs committed together. Bounds the transaction's size and the latency of the
 /// first job in a batch; at ~1 KiB per message a full batch is about 1 MiB of writes.
@@ -48,7 +49,7 @@ pub struct BatchStats {
 pub type CommitObserver = Arc<dyn Fn(BatchStats) + Send + Sync>;
 
 trait Job: Send {
-    fn apply(&mut self, txn: &WriteTransaction) -> Result<()>;
+    fn apply(&mut self, tx: &mut Tx<'_>) -> Result<()>;
     fn complete(self: Box<Self>, result: Result<()>);
 }
 
@@ -61,10 +62,10 @@ struct Op<T, F> {
 impl<T, F> Job for Op<T, F>
 where
     T: Send,
-    F: FnMut(&WriteTransaction) -> Result<T> + Send,
+    F: FnMut(&mut Tx<'_>) -> Result<T> + Send,
 {
-    fn apply(&mut self, txn: &WriteTransaction) -> Result<()> {
-        self.output = Some((self.run)(txn)?);
+    fn apply(&mut self, tx: &mut Tx<'_>) -> Result<()> {
+        self.output = Some((self.run)(tx)?);
         Ok(())
     }
 
@@ -101,8 +102,13 @@ impl Writer {
         thread::Builder::new()
             .name("herald-storage-writer".into())
             .spawn(move || {
-                run(&db, &rx, observer.as_deref());
+                let stopped = run(&db, &rx, observer.as_deref());
+                // Release the file before saying so: a caller may reopen it at once.
+                drop(db);
                 flag.store(false, Ordering::Release);
+                if let Some(done) = stopped {
+                    let _ = done.send(());
+                }
             })
             .map_err(|e| StorageError::Redb(Arc::new(e.into())))?;
         Ok(Self { tx, running })
@@ -115,7 +121,7 @@ impl Writer {
     pub(crate) fn submit<T, F>(&self, run: F, done: Completion<T>)
     where
         T: Send + 'static,
-        F: FnMut(&WriteTransaction) -> Result<T> + Send + 'static,
+        F: FnMut(&mut Tx<'_>) -> Result<T> + Send + 'static,
     {
         let job = Box::new(Op {
             run,
@@ -136,11 +142,12 @@ impl Writer {
     }
 }
 
+/// The writer loop. Returns the stop request that ended it, if any (else every sender is gone).
 fn run(
     db: &Database,
     rx: &mpsc::Receiver<Command>,
     observer: Option<&(dyn Fn(BatchStats) + Send + Sync)>,
-) {
+) -> Option<oneshot::Sender<()>> {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     while let Ok(first) = rx.recv() {
         let mut stop = None;
@@ -161,11 +168,11 @@ fn run(
                 observe(stats);
             }
         }
-        if let Some(done) = stop {
-            let _ = done.send(());
-            return;
+        if stop.is_some() {
+            return stop;
         }
     }
+    None
 }
 
 /// Runs every job of `batch` in one transaction and commits it; answers each job. Leaves
@@ -180,7 +187,10 @@ fn commit_batch(db: &Database, batch: &mut Vec<Box<dyn Job>>) -> Option<BatchSta
                 return None;
             }
         };
-        match apply_all(&txn, batch) {
+        let mut tx = Tx::new(&txn);
+        let applied = apply_all(&mut tx, batch);
+        drop(tx); // redb: every table handle must be gone before commit or abort
+        match applied {
             Ok(()) => {
                 let applied = Instant::now();
                 let result = txn.commit().map_err(StorageError::from);
@@ -192,6 +202,12 @@ fn commit_batch(db: &Database, batch: &mut Vec<Box<dyn Job>>) -> Option<BatchSta
                 if let Err(e) = &result {
                     tracing::error!(error = %e, jobs = batch.len(), "commit failed");
                 }
+                tracing::debug!(
+                    jobs = stats.jobs,
+                    apply_us = stats.apply.as_micros(),
+                    commit_us = stats.commit.as_micros(),
+                    "group commit"
+                );
                 let ok = result.is_ok();
                 answer_all(batch, &result);
                 return ok.then_some(stats);
@@ -220,12 +236,9 @@ fn begin(db: &Database) -> Result<WriteTransaction> {
     Ok(txn)
 }
 
-fn apply_all(
-    txn: &WriteTransaction,
-    batch: &mut [Box<dyn Job>],
-) -> Result<(), (usize, StorageError)> {
+fn apply_all(tx: &mut Tx<'_>, batch: &mut [Box<dyn Job>]) -> Result<(), (usize, StorageError)> {
     for (index, job) in batch.iter_mut().enumerate() {
-        let outcome = catch_unwind(AssertUnwindSafe(|| job.apply(txn)))
+        let outcome = catch_unwind(AssertUnwindSafe(|| job.apply(tx)))
             .unwrap_or_else(|panic| Err(StorageError::Panicked(panic_message(&*panic))));
         if let Err(e) = outcome {
             return Err((index, e));

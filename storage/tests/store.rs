@@ -3,8 +3,8 @@
 
 use bytes::Bytes;
 use herald_storage::{
-    Accepted, DeliveryStatus, MessageFilter, MessageId, MessageRecord, NewMessage, StorageError,
-    Store, dedupe_key,
+    Accepted, DedupeKey, DeliveryStatus, MessageFilter, MessageId, MessageRecord, NewMessage,
+    Options, SWEEP_SLICES, StorageError, Store,
 };
 
 fn message(source: &str, external: &str, at_ms: u64, destinations: &[&str]) -> NewMessage {
@@ -22,7 +22,7 @@ fn message(source: &str, external: &str, at_ms: u64, destinations: &[&str]) -> N
             body_len: 2,
         },
         body: Bytes::from_static(b"{}"),
-        dedupe_key: Some(dedupe_key(source, external)),
+        dedupe_key: Some(DedupeKey::new(source, external)),
         destinations: destinations.iter().map(ToString::to_string).collect(),
     }
 }
@@ -35,9 +35,12 @@ async fn concurrent_inserts_share_commits_and_all_survive_reopen() {
     let counter = commits.clone();
     let store = Store::open(
         &path,
-        Some(std::sync::Arc::new(move |_| {
-            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        })),
+        Options {
+            observer: Some(std::sync::Arc::new(move |_| {
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            })),
+            ..Options::default()
+        },
     )
     .unwrap();
 
@@ -66,7 +69,7 @@ async fn concurrent_inserts_share_commits_and_all_survive_reopen() {
     store.close().await;
     drop(store);
 
-    let store = Store::open(&path, None).unwrap();
+    let store = Store::open(&path, Options::default()).unwrap();
     for id in ids {
         let view = store
             .message(id)
@@ -83,7 +86,7 @@ async fn concurrent_inserts_share_commits_and_all_survive_reopen() {
 #[tokio::test]
 async fn a_repeated_key_is_a_duplicate_even_within_one_batch() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("h.redb"), None).unwrap();
+    let store = Store::open(&dir.path().join("h.redb"), Options::default()).unwrap();
     let first = message("s", "same", 10, &[]);
     let second = message("s", "same", 11, &[]);
     let other_source = message("t", "same", 12, &[]);
@@ -105,7 +108,7 @@ async fn a_repeated_key_is_a_duplicate_even_within_one_batch() {
 #[tokio::test]
 async fn listing_filters_and_paginates_newest_first() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("h.redb"), None).unwrap();
+    let store = Store::open(&dir.path().join("h.redb"), Options::default()).unwrap();
     let mut ids = Vec::new();
     for i in 0..7 {
         let source = if i % 2 == 0 { "even" } else { "odd" };
@@ -179,12 +182,16 @@ async fn listing_filters_and_paginates_newest_first() {
 #[tokio::test]
 async fn sweeping_forgets_only_old_keys() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("h.redb"), None).unwrap();
+    let store = Store::open(&dir.path().join("h.redb"), Options::default()).unwrap();
     let old = message("s", "old", 1_000, &[]);
     let new = message("s", "new", 5_000, &[]);
     store.insert_message_async(old).await.unwrap();
     store.insert_message_async(new.clone()).await.unwrap();
-    assert_eq!(store.sweep_idempotency(2_000, 100).await.unwrap(), 1);
+    let mut removed = 0;
+    for slice in 0..SWEEP_SLICES {
+        removed += store.sweep_idempotency(2_000, slice).await.unwrap();
+    }
+    assert_eq!(removed, 1);
     assert!(matches!(
         store
             .insert_message_async(message("s", "old", 6_000, &[]))
@@ -204,7 +211,7 @@ async fn sweeping_forgets_only_old_keys() {
 #[tokio::test]
 async fn writes_after_close_fail_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("h.redb"), None).unwrap();
+    let store = Store::open(&dir.path().join("h.redb"), Options::default()).unwrap();
     assert!(store.is_ready().await);
     store.close().await;
     let err = store

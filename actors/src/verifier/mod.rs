@@ -13,7 +13,7 @@ pub mod schemes;
 
 use std::sync::Arc;
 
-use herald_storage::{MessageId, MessageRecord, NewMessage, dedupe_key};
+use herald_storage::{DedupeKey, MessageId, MessageRecord, NewMessage};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::ingress::IngressMsg;
@@ -91,7 +91,7 @@ fn verify(core: &Core, webhook: &InboundWebhook) -> Result<NewMessage, VerifyErr
         .map(str::to_owned);
     Ok(NewMessage {
         id: MessageId::generate(now_ms),
-        dedupe_key: Some(dedupe_key(&webhook.source, &verified.id)),
+        dedupe_key: Some(DedupeKey::new(&webhook.source, &verified.id)),
         record: MessageRecord {
             source: Some(webhook.source.clone()),
             external_id: Some(verified.id),

@@ -262,10 +262,25 @@ impl SourceRule {
             .iter()
             .map(|secret| match scheme {
                 Scheme::StandardWebhooks => decode_whsec(secret),
-                _ if secret.is_empty() => Err(KeyError::EmptySecret),
                 _ => Ok(secret.as_bytes().to_vec()),
             })
             .collect::<Result<_, _>>()?;
+        Self::from_keys(scheme, keys, tolerance_secs)
+    }
+
+    /// A rule over keys that are already decoded (the config loader decodes `whsec_`
+    /// secrets while validating them). Errors if there is no key or any key is empty.
+    pub fn from_keys(
+        scheme: Scheme,
+        keys: Vec<Vec<u8>>,
+        tolerance_secs: u64,
+    ) -> Result<Self, KeyError> {
+        if keys.is_empty() {
+            return Err(KeyError::NoSecret);
+        }
+        if keys.iter().any(Vec::is_empty) {
+            return Err(KeyError::EmptySecret);
+        }
         Ok(Self {
             scheme,
             keys,
@@ -1299,27 +1314,5 @@ mod tests {
         );
         assert_eq!(VerifyError::StaleTimestamp.code(), "stale_timestamp");
         assert_eq!(VerifyError::InvalidSignature.code(), "invalid_signature");
-    }
-}
-
-impl SourceRule {
-    /// A rule over keys that are already decoded (the config loader decodes `whsec_`
-    /// secrets while validating them). Errors if there is no key or any key is empty.
-    pub fn from_keys(
-        scheme: Scheme,
-        keys: Vec<Vec<u8>>,
-        tolerance_secs: u64,
-    ) -> Result<Self, KeyError> {
-        if keys.is_empty() {
-            return Err(KeyError::NoSecret);
-        }
-        if keys.iter().any(Vec::is_empty) {
-            return Err(KeyError::EmptySecret);
-        }
-        Ok(Self {
-            scheme,
-            keys,
-            tolerance_secs,
-        })
     }
 }

@@ -1,0 +1,53 @@
+//! A write transaction whose tables are opened at most once per group commit.
+//!
+//! Opening a redb table costs a lookup in the table tree and a type check; paid by every job
+//! of a batch it was most of the time spent applying the batch (about 20 µs of the 21 µs a
+//! message took). A [`Tx`] opens each table on first use and keeps the handle for the rest of
+//! the batch; the writer drops it before committing, as redb requires.
+
+use redb::{Table, WriteTransaction};
+
+use crate::error::Result;
+use crate::tables;
+
+macro_rules! tx_tables {
+    ($($field:ident: $def:ident => $k:ty, $v:ty;)*) => {
+        /// The open transaction and its lazily opened tables.
+        pub struct Tx<'t> {
+            txn: &'t WriteTransaction,
+            $($field: Option<Table<'t, $k, $v>>,)*
+        }
+
+        impl<'t> Tx<'t> {
+            pub(crate) fn new(txn: &'t WriteTransaction) -> Self {
+                Self { txn, $($field: None,)* }
+            }
+
+            $(
+                #[doc = concat!("The `", stringify!($field), "` table, opened on first use.")]
+                pub(crate) fn $field(&mut self) -> Result<&mut Table<'t, $k, $v>> {
+                    let table = match self.$field.take() {
+                        Some(table) => table,
+                        None => self.txn.open_table(tables::$def)?,
+                    };
+                    Ok(self.$field.insert(table))
+                }
+            )*
+        }
+    };
+}
+
+tx_tables! {
+    messages: MESSAGES => u128, &'static [u8];
+    idempotency: IDEMPOTENCY => u128, (u128, u64);
+    deliveries: DELIVERIES => (u128, &'static str), &'static [u8];
+    deliveries_due: DELIVERIES_DUE => (u8, u64, u128, &'static str), ();
+}
+
+#[cfg(test)]
+impl<'t> Tx<'t> {
+    /// The bare transaction, for tables not listed above (tests' scratch tables).
+    pub(crate) fn txn(&self) -> &'t WriteTransaction {
+        self.txn
+    }
+}
