@@ -14,9 +14,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use herald_actors::verifier::schemes::{Encoding, HmacHeaders, Scheme, SourceRule};
+use herald_actors::dispatcher::DeliverySettings;
+use herald_actors::dispatcher::breaker::BreakerPolicy;
+use herald_actors::dispatcher::retry::Backoff;
+use herald_actors::verifier::schemes::{Encoding, HmacHeaders, Scheme, SourceRule, encode_whsec};
 use herald_actors::{Herald, Route, Settings, SourceSettings};
-use herald_storage::Store;
+use herald_storage::{DestinationRecord, Store};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -187,9 +190,29 @@ fn settings(config: &Config) -> anyhow::Result<Settings> {
             event_types: d.event_types.clone(),
         })
         .collect();
+    let delivery = DeliverySettings {
+        max_attempts: config.delivery.max_attempts,
+        backoff: Backoff {
+            base: config.delivery.backoff_base,
+            max: config.delivery.backoff_max,
+        },
+        timeout: config.delivery.timeout,
+        auto_recover: config.delivery.auto_recover,
+        allow_private: config.delivery.allow_private_destinations,
+        breaker: BreakerPolicy {
+            failure_threshold: config.circuit_breaker.failure_threshold,
+            open_for: config.circuit_breaker.open,
+        },
+        configured: config
+            .destinations
+            .iter()
+            .map(|d| (d.name.clone(), destination_record(d)))
+            .collect(),
+    };
     Ok(Settings {
         sources,
         routes,
+        delivery,
         block_after_invalid: config.ingest.block_after_invalid,
         block_window: BLOCK_WINDOW,
         block_for: config.ingest.block,
@@ -197,6 +220,29 @@ fn settings(config: &Config) -> anyhow::Result<Settings> {
         verifier_workers: std::thread::available_parallelism().map_or(2, usize::from),
         request_timeout: REQUEST_TIMEOUT,
     })
+}
+
+/// A config destination as stored, before any run-time state.
+fn destination_record(d: &config::DestinationConfig) -> DestinationRecord {
+    let now = herald_actors::unix_ms(std::time::SystemTime::now());
+    DestinationRecord {
+        url: d.url.clone(),
+        sources: match &d.sources {
+            SourceFilter::Any => vec!["*".to_owned()],
+            SourceFilter::Only(names) => names.clone(),
+        },
+        event_types: d.event_types.clone(),
+        channel: d.channel.as_str().to_owned(),
+        secret: encode_whsec(d.secret.expose()),
+        previous_secret: None,
+        rate_limit_per_sec: d.rate_limit_per_sec.map(std::num::NonZeroU32::get),
+        enabled: true,
+        disabled_reason: None,
+        created_at_ms: now,
+        updated_at_ms: now,
+        from_config: true,
+        circuit: herald_storage::CircuitRecord::default(),
+    }
 }
 
 fn scheme(config: &SchemeConfig) -> Scheme {

@@ -24,6 +24,8 @@
 //! The reply port travels with the request and is answered by whoever finishes it, so the
 //! edge makes one round trip and no actor ever awaits a commit.
 
+pub mod delivery;
+pub mod dispatcher;
 pub mod ingress;
 pub mod routing;
 pub mod slot;
@@ -41,7 +43,8 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use herald_storage::{MessageId, StorageError, Store};
+use herald_storage::{DedupeKey, MessageId, MessageRecord, NewMessage, StorageError, Store};
+use ingress::IngressMsg;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef};
 
@@ -65,6 +68,7 @@ pub struct Settings {
     pub verifier_workers: usize,
     /// How long the edge waits for a request to be verified and committed.
     pub request_timeout: Duration,
+    pub delivery: dispatcher::DeliverySettings,
 }
 
 #[derive(Debug)]
@@ -112,6 +116,8 @@ pub struct Core {
     routes: ArcSwap<Vec<Route>>,
     /// Blocked clients and when each block ends. Written only by the ingress.
     blocked: ArcSwap<HashMap<IpAddr, Instant>>,
+    /// Signalled whenever deliveries become due (a commit, a re-queue): wakes the dispatcher.
+    pub work: Arc<tokio::sync::Notify>,
 }
 
 impl Core {
@@ -121,6 +127,11 @@ impl Core {
 
     pub fn destinations_for(&self, source: Option<&str>, event_type: Option<&str>) -> Vec<String> {
         routing::destinations_for(&self.routes.load(), source, event_type)
+    }
+
+    /// Replaces the routing table; the dispatcher, which owns destinations, calls this.
+    pub(crate) fn set_routes(&self, routes: Vec<Route>) {
+        self.routes.store(Arc::new(routes));
     }
 }
 
@@ -133,6 +144,21 @@ pub struct InboundWebhook {
     pub body: Bytes,
     pub received_at: SystemTime,
 }
+
+/// A message published through the API.
+#[derive(Debug, Clone)]
+pub struct Publish {
+    pub event_type: String,
+    /// The payload, serialised: these exact bytes are delivered.
+    pub body: Bytes,
+    pub recipient: Option<String>,
+    pub channel: Option<String>,
+    pub category: Option<String>,
+    pub idempotency_key: Option<String>,
+}
+
+/// The idempotency scope of published messages. Source names cannot contain `@`.
+const PUBLISH_SCOPE: &str = "@api";
 
 /// A webhook that is now durably stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,6 +224,7 @@ impl Herald {
             sources,
             routes,
             blocked: ArcSwap::default(),
+            work: Arc::default(),
         });
         let (ready, children) = tokio::sync::oneshot::channel();
         let (supervisor, handle) = Actor::spawn(None, Supervisor, (Arc::clone(&core), ready))
@@ -262,6 +289,62 @@ impl Herald {
                 Err(IngestError::Unavailable)
             }
         }
+    }
+
+    /// Stores a published message durably, fanned out to the matching `"*"` destinations.
+    pub async fn publish(&self, message: Publish) -> IngestResult {
+        let now = unix_ms(SystemTime::now());
+        let destinations = self.core.destinations_for(None, Some(&message.event_type));
+        let new = NewMessage {
+            id: MessageId::generate(now),
+            dedupe_key: message
+                .idempotency_key
+                .as_deref()
+                .map(|key| DedupeKey::new(PUBLISH_SCOPE, key)),
+            record: MessageRecord {
+                source: None,
+                external_id: message.idempotency_key,
+                event_type: Some(message.event_type),
+                content_type: Some("application/json".into()),
+                recipient: message.recipient,
+                channel: message.channel,
+                category: message.category,
+                received_at_ms: now,
+                body_len: message.body.len() as u64,
+            },
+            body: message.body,
+            destinations,
+        };
+        let timeout = self.core.settings.request_timeout;
+        match self
+            .children
+            .ingress
+            .get()
+            .call(
+                |reply| IngressMsg::Accept(Box::new(new), reply),
+                Some(timeout),
+            )
+            .await
+        {
+            Ok(CallResult::Success(result)) => result,
+            Ok(CallResult::Timeout | CallResult::SenderError) | Err(_) => {
+                Err(IngestError::Unavailable)
+            }
+        }
+    }
+
+    /// Tells the dispatcher a destination was created, changed or deleted in storage.
+    pub fn destination_changed(&self, name: &str) {
+        let _ = self
+            .children
+            .dispatcher
+            .get()
+            .cast(dispatcher::DispatcherMsg::Reload(name.to_owned()));
+    }
+
+    /// Tells the dispatcher that deliveries became due (a publish, a DLQ re-queue).
+    pub fn work_available(&self) {
+        self.core.work.notify_one();
     }
 
     /// Resolves when the supervision tree has stopped: after [`Self::shutdown`], or on its own

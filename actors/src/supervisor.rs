@@ -1,6 +1,8 @@
 //! The root supervisor: starts every child linked, restarts one that fails, and gives up
 //! (stops itself, which `main` treats as fatal) when restarts exceed the budget.
 //!
+//! Children: the ingress, the verifier pool, the dispatcher.
+//!
 //! ractor has no built-in restart strategy, and the default supervision handler stops the
 //! parent when a child ends, so this actor implements one-for-one restarts itself. A restart
 //! swaps the new [`ActorRef`] into the child's [`Slot`], so callers never hold a dead reference
@@ -16,6 +18,7 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use crate::Core;
+use crate::dispatcher::{Dispatcher, DispatcherMsg};
 use crate::ingress::{Ingress, IngressMsg};
 use crate::slot::Slot;
 use crate::verifier::{Verifier, VerifierArgs, VerifierMsg};
@@ -29,6 +32,7 @@ pub const RESTART_WINDOW: Duration = Duration::from_secs(60);
 enum Child {
     Ingress,
     Verifier(usize),
+    Dispatcher,
 }
 
 /// Where callers find the children. Filled in by the supervisor's `pre_start`.
@@ -36,6 +40,7 @@ enum Child {
 pub struct Children {
     pub ingress: Slot<IngressMsg>,
     pub verifiers: Vec<Slot<VerifierMsg>>,
+    pub dispatcher: Slot<DispatcherMsg>,
 }
 
 #[derive(Debug)]
@@ -74,6 +79,11 @@ impl Supervisor {
             Child::Ingress => {
                 let (actor, _) =
                     Actor::spawn_linked(None, Ingress, Arc::clone(core), supervisor).await?;
+                actor.get_cell()
+            }
+            Child::Dispatcher => {
+                let (actor, _) =
+                    Actor::spawn_linked(None, Dispatcher, Arc::clone(core), supervisor).await?;
                 actor.get_cell()
             }
             Child::Verifier(_) => {
@@ -128,7 +138,14 @@ impl Actor for Supervisor {
             roles.insert(cell.get_id(), Child::Verifier(i));
             verifiers.push(Slot::new(ActorRef::<VerifierMsg>::from(cell)));
         }
-        let children = Children { ingress, verifiers };
+        let cell = Self::spawn_child(Child::Dispatcher, &core, None, myself.get_cell()).await?;
+        roles.insert(cell.get_id(), Child::Dispatcher);
+        let dispatcher = Slot::new(ActorRef::<DispatcherMsg>::from(cell));
+        let children = Children {
+            ingress,
+            verifiers,
+            dispatcher,
+        };
         let _ = ready.send(children.clone());
         Ok(SupervisorState {
             core,
@@ -188,6 +205,7 @@ impl Actor for Supervisor {
         state.roles.insert(cell.get_id(), child);
         match child {
             Child::Ingress => state.children.ingress.replace(cell.into()),
+            Child::Dispatcher => state.children.dispatcher.replace(cell.into()),
             Child::Verifier(i) => {
                 if let Some(slot) = state.children.verifiers.get(i) {
                     slot.replace(cell.into());

@@ -1,13 +1,73 @@
 //! `GET /v1/messages` and `GET /v1/messages/{id}`.
 
 use base64::Engine as _;
-use herald_storage::{DeliveryStatus, MessageFilter, MessageId, MessageView};
+use herald_actors::{IngestError, Publish};
+use herald_storage::{Attempt, DeliveryStatus, MessageFilter, MessageId, MessageView};
+use http::HeaderMap;
 use http::StatusCode;
+use hyper::body::Incoming;
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::App;
+use super::json_body;
 use super::query::{Pagination, Query};
 use super::response::{ApiError, Resp, json, rfc3339};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishRequest {
+    event_type: String,
+    payload: Value,
+    #[serde(default)]
+    recipient: Option<String>,
+    #[serde(default)]
+    channel: Option<String>,
+    #[serde(default)]
+    category: Option<String>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+}
+
+/// `POST /v1/messages`: publish a message to every `"*"` destination whose event types match.
+/// 202 once it is durably stored; a repeated `idempotency_key` answers the first message's id.
+pub async fn publish(app: &App, headers: &HeaderMap, body: Incoming) -> Result<Resp, ApiError> {
+    let req: PublishRequest = json_body::read(app, headers, body).await?;
+    if req.event_type.is_empty() {
+        return Err(ApiError::invalid("event_type", "must not be empty"));
+    }
+    if let Some(channel) = &req.channel {
+        channel
+            .parse::<crate::config::Channel>()
+            .map_err(|e| ApiError::invalid("channel", e))?;
+    }
+    if req.idempotency_key.as_deref() == Some("") {
+        return Err(ApiError::invalid("idempotency_key", "must not be empty"));
+    }
+    let body = serde_json::to_vec(&req.payload).map_err(|e| ApiError::invalid("payload", e))?;
+    let outcome = app
+        .herald
+        .publish(Publish {
+            event_type: req.event_type,
+            body: body.into(),
+            recipient: req.recipient,
+            channel: req.channel,
+            category: req.category,
+            idempotency_key: req.idempotency_key,
+        })
+        .await;
+    match outcome {
+        Ok(done) => Ok(json(
+            StatusCode::ACCEPTED,
+            &json!({"id": done.id.to_string(), "status": "accepted", "duplicate": done.duplicate}),
+        )),
+        Err(IngestError::Storage(e)) => {
+            tracing::error!(error = %e, "publish not stored");
+            Err(ApiError::unavailable())
+        }
+        Err(_) => Err(ApiError::unavailable()),
+    }
+}
 
 pub async fn list(app: &App, query: &Query) -> Result<Resp, ApiError> {
     let page = Pagination::from_query(query)?;
@@ -80,29 +140,33 @@ pub async fn get(app: &App, id: &str) -> Result<Resp, ApiError> {
     Ok(json(StatusCode::OK, &out))
 }
 
+pub fn render_attempts(attempts: &[Attempt]) -> Vec<Value> {
+    attempts
+        .iter()
+        .map(|a| {
+            json!({
+                "at": rfc3339(a.at_ms),
+                "status_code": a.status_code,
+                "error": a.error,
+                "duration_ms": a.duration_ms,
+                "response_body": a.response_body,
+            })
+        })
+        .collect()
+}
+
 fn render(view: &MessageView) -> Value {
     let r = &view.record;
     let deliveries: Vec<Value> = view
         .deliveries
         .iter()
         .map(|(destination, d)| {
-            let attempts: Vec<Value> = d
-                .attempts
-                .iter()
-                .map(|a| {
-                    json!({
-                        "at": rfc3339(a.at_ms),
-                        "status_code": a.status_code,
-                        "error": a.error,
-                        "duration_ms": a.duration_ms,
-                    })
-                })
-                .collect();
             json!({
                 "destination": destination,
                 "status": d.status.as_str(),
-                "attempts": attempts,
+                "attempts": render_attempts(&d.attempts),
                 "next_attempt_at": d.next_attempt_at_ms.map(rfc3339),
+                "reason": d.reason,
             })
         })
         .collect();

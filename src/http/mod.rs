@@ -8,7 +8,10 @@
 mod api;
 mod auth;
 mod body;
+mod destinations;
+mod dlq;
 mod ingest;
+mod json_body;
 mod messages;
 mod query;
 pub mod response;

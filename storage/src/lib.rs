@@ -13,6 +13,8 @@
 //!   let alone hold one across an `.await`.
 //! - The schema version is checked at open: a newer file is refused rather than misread.
 
+pub mod deliveries;
+mod destinations;
 mod error;
 pub mod messages;
 mod records;
@@ -27,12 +29,16 @@ use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable};
 use tokio::sync::oneshot;
 use tx::Tx;
 
+pub use deliveries::{
+    AttemptUpdate, DeadCursor, DeadFilter, DeadLetter, DeliveryKey, DueDelivery, Outcome,
+};
 pub use error::{Result, StorageError};
 pub use messages::{
     Accepted, DedupeKey, MessageFilter, MessageView, NewMessage, Page, SWEEP_SLICES,
 };
 pub use records::{
-    Attempt, BadMessageId, DeliveryRecord, DeliveryStatus, MessageId, MessageRecord,
+    Attempt, BadMessageId, CircuitRecord, DeliveryRecord, DeliveryStatus, DestinationRecord,
+    MessageId, MessageRecord,
 };
 pub use writer::{BatchStats, CommitObserver, Completion};
 
@@ -169,6 +175,156 @@ impl Store {
             .await
     }
 
+    // ---- deliveries -------------------------------------------------------------------
+
+    /// Applies an attempt's outcome, optionally with the destination's new state (its circuit,
+    /// or its disabling after a 410) in the same commit; `done` is called after the commit with
+    /// whether the delivery was still live.
+    pub fn record_attempt(&self, update: AttemptUpdate, done: Completion<bool>) {
+        self.submit(
+            move |tx| {
+                if let Some((name, record)) = &update.destination {
+                    destinations::put(tx, name, record)?;
+                }
+                deliveries::record(
+                    tx,
+                    &update.key,
+                    update.attempt.as_ref(),
+                    &update.outcome,
+                    update.now_ms,
+                )
+            },
+            done,
+        );
+    }
+
+    /// Up to `limit` deliveries of `destination` due by `now_ms`, skipping in-flight ones.
+    pub async fn due_deliveries(
+        &self,
+        destination: String,
+        now_ms: u64,
+        limit: usize,
+        skip: std::collections::HashSet<MessageId>,
+    ) -> Result<Vec<DueDelivery>> {
+        self.read(move |txn| {
+            deliveries::due(txn, &destination, now_ms, limit, &|id| skip.contains(&id))
+        })
+        .await
+    }
+
+    /// When the earliest queued delivery of each destination is due.
+    pub async fn next_due(&self, destinations: Vec<String>) -> Result<Vec<(String, Option<u64>)>> {
+        self.read(move |txn| {
+            destinations
+                .into_iter()
+                .map(|d| deliveries::next_due(txn, &d).map(|at| (d, at)))
+                .collect()
+        })
+        .await
+    }
+
+    /// How many deliveries are queued for `destination`.
+    pub async fn queued(&self, destination: String) -> Result<u64> {
+        self.read(move |txn| deliveries::queued(txn, &destination))
+            .await
+    }
+
+    pub async fn list_dead(
+        &self,
+        filter: DeadFilter,
+        after: Option<DeadCursor>,
+        limit: usize,
+    ) -> Result<(Vec<DeadLetter>, Option<DeadCursor>)> {
+        self.read(move |txn| deliveries::list_dead(txn, &filter, after.as_ref(), limit))
+            .await
+    }
+
+    pub async fn dead(&self, key: DeliveryKey) -> Result<Option<DeadLetter>> {
+        self.read(move |txn| deliveries::get_dead(txn, &key)).await
+    }
+
+    pub async fn dead_keys(&self, filter: DeadFilter) -> Result<Vec<DeliveryKey>> {
+        self.read(move |txn| deliveries::dead_keys(txn, &filter))
+            .await
+    }
+
+    /// Re-queues dead deliveries with fresh attempts; returns how many were dead.
+    pub async fn requeue(&self, keys: Vec<DeliveryKey>, now_ms: u64) -> Result<usize> {
+        self.write(move |tx| deliveries::requeue(tx, &keys, now_ms))
+            .await
+    }
+
+    /// Removes a delivery from the DLQ; false if it was not there.
+    pub async fn discard(&self, key: DeliveryKey) -> Result<bool> {
+        self.write(move |tx| deliveries::discard(tx, &key)).await
+    }
+
+    // ---- destinations -----------------------------------------------------------------
+
+    pub async fn destination(&self, name: String) -> Result<Option<DestinationRecord>> {
+        self.read(move |txn| destinations::get(txn, &name)).await
+    }
+
+    pub async fn destinations(&self) -> Result<Vec<(String, DestinationRecord)>> {
+        self.read(destinations::list).await
+    }
+
+    /// Creates or replaces a destination.
+    pub async fn put_destination(&self, name: String, record: DestinationRecord) -> Result<()> {
+        self.write(move |tx| destinations::put(tx, &name, &record))
+            .await
+    }
+
+    /// Creates a destination unless one of that name exists; false if it did.
+    pub async fn create_destination(
+        &self,
+        name: String,
+        record: DestinationRecord,
+    ) -> Result<bool> {
+        self.write(move |tx| {
+            if destinations::get_for_update(tx, &name)?.is_some() {
+                return Ok(false);
+            }
+            destinations::put(tx, &name, &record)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Applies `change` to the stored destination in one transaction, so concurrent API calls
+    /// and the dispatcher never lose each other's updates; returns the new record, `None` if
+    /// there is no such destination.
+    pub async fn update_destination<F>(
+        &self,
+        name: String,
+        change: F,
+    ) -> Result<Option<DestinationRecord>>
+    where
+        F: Fn(&mut DestinationRecord) + Send + 'static,
+    {
+        self.write(move |tx| {
+            let Some(mut record) = destinations::get_for_update(tx, &name)? else {
+                return Ok(None);
+            };
+            change(&mut record);
+            destinations::put(tx, &name, &record)?;
+            Ok(Some(record))
+        })
+        .await
+    }
+
+    /// Deletes a destination; its queued deliveries go to the DLQ. False if it did not exist.
+    pub async fn delete_destination(&self, name: String, now_ms: u64) -> Result<bool> {
+        self.write(move |tx| {
+            if !destinations::delete(tx, &name)? {
+                return Ok(false);
+            }
+            deliveries::kill_destination(tx, &name, now_ms)?;
+            Ok(true)
+        })
+        .await
+    }
+
     /// True while the database answers reads and the writer thread runs.
     pub async fn is_ready(&self) -> bool {
         self.writer.is_running() && self.read(|_| Ok(())).await.is_ok()
@@ -203,6 +359,8 @@ fn initialise(db: &Database) -> Result<()> {
         txn.open_table(tables::IDEMPOTENCY)?;
         txn.open_table(tables::DELIVERIES)?;
         txn.open_table(tables::DELIVERIES_DUE)?;
+        txn.open_table(tables::DEAD_LETTERS)?;
+        txn.open_table(tables::DESTINATIONS)?;
     }
     txn.commit()?;
     Ok(())

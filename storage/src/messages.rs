@@ -82,19 +82,14 @@ pub(crate) fn insert(tx: &mut Tx<'_>, msg: &NewMessage) -> Result<Accepted> {
     if msg.destinations.is_empty() {
         return Ok(Accepted::New(msg.id));
     }
-    let pending = encode(&DeliveryRecord {
-        status: DeliveryStatus::Pending,
-        attempts: Vec::new(),
-        next_attempt_at_ms: Some(received),
-    });
+    let pending = encode(&DeliveryRecord::pending(received));
     let deliveries = tx.deliveries()?;
     for destination in &msg.destinations {
         deliveries.insert((msg.id.0, destination.as_str()), pending.as_slice())?;
     }
     let due = tx.deliveries_due()?;
-    let tag = DeliveryStatus::Pending.index_tag();
     for destination in &msg.destinations {
-        due.insert((tag, received, msg.id.0, destination.as_str()), ())?;
+        due.insert((destination.as_str(), received, msg.id.0), ())?;
     }
     Ok(Accepted::New(msg.id))
 }
@@ -130,7 +125,7 @@ fn encode_message(record: &MessageRecord, body: &[u8]) -> Vec<u8> {
 }
 
 /// The record and the body of a stored message value.
-fn decode_message(value: &[u8]) -> Result<(MessageRecord, &[u8])> {
+pub(crate) fn decode_message(value: &[u8]) -> Result<(MessageRecord, &[u8])> {
     let corrupt = || StorageError::corrupt("messages", "truncated value");
     let (len, rest) = value.split_first_chunk::<4>().ok_or_else(corrupt)?;
     let len = usize::try_from(u32::from_le_bytes(*len)).map_err(|_| corrupt())?;

@@ -92,15 +92,9 @@ impl DeliveryStatus {
         Self::Suppressed,
     ];
 
-    /// The status byte of the `deliveries_due` key. Stable: it is on disk.
-    pub(crate) fn index_tag(self) -> u8 {
-        match self {
-            Self::Pending => 0,
-            Self::Retrying => 1,
-            Self::Succeeded => 2,
-            Self::Dead => 3,
-            Self::Suppressed => 4,
-        }
+    /// Still to be attempted: in the `deliveries_due` queue.
+    pub fn is_live(self) -> bool {
+        matches!(self, Self::Pending | Self::Retrying)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -131,6 +125,9 @@ pub struct Attempt {
     #[serde(default)]
     pub error: Option<String>,
     pub duration_ms: u64,
+    /// The start of the receiver's answer (at most 4 KiB, lossy UTF-8), for debugging.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_body: Option<String>,
 }
 
 /// The state of one (message, destination) pair.
@@ -142,6 +139,69 @@ pub struct DeliveryRecord {
     /// When the next attempt is due; `None` once the delivery is final.
     #[serde(default)]
     pub next_attempt_at_ms: Option<u64>,
+    /// Attempts since the delivery was (re-)queued: what `max_attempts` counts. A DLQ retry
+    /// resets it and keeps the history in `attempts`.
+    #[serde(default)]
+    pub round_attempts: u32,
+    /// When it went to the DLQ; `None` unless `dead`.
+    #[serde(default)]
+    pub dead_at_ms: Option<u64>,
+    /// Why it is `suppressed`, or why it died without an attempt (e.g. its destination was deleted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl DeliveryRecord {
+    /// A new delivery, due at once.
+    pub fn pending(now_ms: u64) -> Self {
+        Self {
+            status: DeliveryStatus::Pending,
+            attempts: Vec::new(),
+            next_attempt_at_ms: Some(now_ms),
+            round_attempts: 0,
+            dead_at_ms: None,
+            reason: None,
+        }
+    }
+}
+
+/// A destination, as configured or created through the API, with its run-time state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DestinationRecord {
+    pub url: String,
+    /// Source names, or `"*"` for every source and published messages.
+    pub sources: Vec<String>,
+    /// Glob patterns; empty takes every type.
+    #[serde(default)]
+    pub event_types: Vec<String>,
+    pub channel: String,
+    /// The signing secret, `whsec_…`.
+    pub secret: String,
+    /// The secret it replaced, still signing until the given time (ms), after a rotation.
+    #[serde(default)]
+    pub previous_secret: Option<(String, u64)>,
+    #[serde(default)]
+    pub rate_limit_per_sec: Option<u32>,
+    pub enabled: bool,
+    #[serde(default)]
+    pub disabled_reason: Option<String>,
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+    /// Defined in the config file: re-applied at every start.
+    #[serde(default)]
+    pub from_config: bool,
+    #[serde(default)]
+    pub circuit: CircuitRecord,
+}
+
+/// A destination's circuit breaker as stored; the dispatcher owns the transitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CircuitRecord {
+    /// Open or half-open (which of the two follows from `opened_at_ms` and the open period).
+    pub open: bool,
+    pub consecutive_failures: u32,
+    #[serde(default)]
+    pub opened_at_ms: Option<u64>,
 }
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {

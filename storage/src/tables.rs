@@ -6,7 +6,9 @@
 //! | `messages` | `u128` message id (ULID: creation order) | [`MessageRecord`](crate::MessageRecord) and body, see below |
 //! | `idempotency` | `u128` [`DedupeKey`](crate::DedupeKey) | `(u128 message id, u64 accepted at ms)` |
 //! | `deliveries` | `(u128 message id, &str destination)` | JSON [`DeliveryRecord`](crate::DeliveryRecord) |
-//! | `deliveries_due` | `(u8 status, u64 due at ms, u128 message id, &str destination)` | `()` |
+//! | `deliveries_due` | `(&str destination, u64 due at ms, u128 message id)` | `()` |
+//! | `dead_letters` | `(u64 died at ms, u128 message id, &str destination)` | `()` |
+//! | `destinations` | `&str name` | JSON [`DestinationRecord`](crate::DestinationRecord) |
 //!
 //! A `messages` value is `[u32 LE n][n bytes of JSON record][body bytes]`: the record and the
 //! exact body in one value, so accepting a message writes one B-tree, and its key grows with
@@ -16,9 +18,12 @@
 //! cheaper to compare and pack densely, and uniform keys let the sweep walk the table in equal
 //! slices of the hash space without a second, time-ordered index (one insert per message less).
 //!
-//! `deliveries_due` is the scheduler's index: a range scan over one status in due order finds
-//! the next work without touching the `deliveries` table. Every write that changes a delivery's
-//! status or due time moves its index entry in the same transaction.
+//! `deliveries_due` is the scheduler's queue: it holds exactly the live (`pending`, `retrying`)
+//! deliveries, per destination in due order, so the dispatcher reads the next work of each
+//! destination it may send to with one range scan and never walks past the backlog of a
+//! destination whose circuit is open. `dead_letters` is the DLQ in the order deliveries died.
+//! Every write that changes a delivery's status or due time moves its index entries in the same
+//! transaction.
 
 use redb::TableDefinition;
 
@@ -32,7 +37,10 @@ pub(crate) const IDEMPOTENCY: TableDefinition<u128, (u128, u64)> =
     TableDefinition::new("idempotency");
 pub(crate) const DELIVERIES: TableDefinition<(u128, &str), &[u8]> =
     TableDefinition::new("deliveries");
-pub(crate) const DELIVERIES_DUE: TableDefinition<(u8, u64, u128, &str), ()> =
+pub(crate) const DELIVERIES_DUE: TableDefinition<(&str, u64, u128), ()> =
     TableDefinition::new("deliveries_due");
+pub(crate) const DEAD_LETTERS: TableDefinition<(u64, u128, &str), ()> =
+    TableDefinition::new("dead_letters");
+pub(crate) const DESTINATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("destinations");
 
 pub(crate) const SCHEMA_VERSION_KEY: &str = "schema_version";

@@ -41,7 +41,9 @@ tx_tables! {
     messages: MESSAGES => u128, &'static [u8];
     idempotency: IDEMPOTENCY => u128, (u128, u64);
     deliveries: DELIVERIES => (u128, &'static str), &'static [u8];
-    deliveries_due: DELIVERIES_DUE => (u8, u64, u128, &'static str), ();
+    deliveries_due: DELIVERIES_DUE => (&'static str, u64, u128), ();
+    dead_letters: DEAD_LETTERS => (u64, u128, &'static str), ();
+    destinations: DESTINATIONS => &'static str, &'static [u8];
 }
 
 #[cfg(test)]

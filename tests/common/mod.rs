@@ -256,3 +256,89 @@ pub fn signed(source: &str, id: &str, ts: i64, body: &[u8]) -> Vec<(String, Stri
         other => panic!("no signer for {other}"),
     }
 }
+
+pub mod receiver;
+
+/// A `[delivery]` table for tests: loopback receivers allowed, fast retries.
+pub fn fast_delivery(max_attempts: u32) -> String {
+    format!(
+        "[delivery]\nallow_private_destinations = true\nmax_attempts = {max_attempts}\nbackoff_base_ms = 20\nbackoff_max_ms = 200\ntimeout_ms = 2000\n"
+    )
+}
+
+/// A destination table taking every message, signed with [`STD_SECRET`].
+pub fn destination(name: &str, url: &str) -> String {
+    format!(
+        "[[destinations]]\nname = \"{name}\"\nurl = \"{url}\"\nsources = [\"*\"]\nsecret = \"{STD_SECRET}\"\n"
+    )
+}
+
+impl Server {
+    /// Polls a message until every delivery reached `status` (panics after `timeout`).
+    pub async fn wait_delivery(
+        &self,
+        id: &str,
+        status: &str,
+        timeout: std::time::Duration,
+    ) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let (_, msg) = self
+                .api_get(&format!("/v1/messages/{id}"), ADMIN_TOKEN)
+                .await;
+            let deliveries = msg["deliveries"].as_array().cloned().unwrap_or_default();
+            if !deliveries.is_empty() && deliveries.iter().all(|d| d["status"] == status) {
+                return msg;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{id} never reached {status}: {msg}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Sends one genuine `std` webhook; returns the message id.
+    pub async fn accept_std(&self, external_id: &str, body: &[u8]) -> String {
+        let (status, json) = self
+            .post_webhook("std", &std_headers(external_id, now(), body), body)
+            .await;
+        assert_eq!(status, 202, "{json}");
+        json["id"].as_str().unwrap().to_owned()
+    }
+
+    /// A request with a JSON body on the API port.
+    pub async fn api_send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut req = self
+            .http
+            .request(method, self.api_url(path))
+            .bearer_auth(ADMIN_TOKEN);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+    }
+}
+
+/// [`std_headers`] for any `whsec_` secret.
+pub fn std_headers_with(secret: &str, id: &str, ts: i64, body: &[u8]) -> Vec<(String, String)> {
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.trim_start_matches("whsec_"))
+        .unwrap();
+    let content = [format!("{id}.{ts}.").as_bytes(), body].concat();
+    vec![
+        h("webhook-id", id),
+        h("webhook-timestamp", ts.to_string()),
+        h(
+            "webhook-signature",
+            format!("v1,{}", b64(&hmac(&key, &content))),
+        ),
+    ]
+}

@@ -85,9 +85,14 @@ impl Actor for Ingress {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             IngressMsg::Accept(message, reply) => {
+                let fans_out = !message.destinations.is_empty();
+                let core = Arc::clone(&state.core);
                 state.core.store.insert_message(
                     *message,
                     Box::new(move |outcome| {
+                        if fans_out && matches!(outcome, Ok(Accepted::New(_))) {
+                            core.work.notify_one();
+                        }
                         let answer = outcome.map_err(IngestError::Storage).map(|a| match a {
                             Accepted::New(id) => Ingested {
                                 id,

@@ -1,0 +1,666 @@
+//! The dispatcher: delivers accepted messages to their destinations, at least once.
+//!
+//! Work lives in storage, not in the mailbox: the `deliveries_due` queue holds every live
+//! delivery per destination in due order. A scan (on a timer, and whenever new work is
+//! committed) reads each sendable destination's due deliveries, up to its free slots, and
+//! starts one task per attempt. A delivery stays in the queue while its attempt is in flight
+//! (the dispatcher remembers it is in flight, so it is not started twice); its outcome is then
+//! written through the group commit, and only after that commit is it released. So a crash at
+//! any point leaves every unfinished delivery in the queue, to be attempted again after restart.
+//!
+//! Per destination, as actor state: the circuit breaker (persisted on every transition), the
+//! rate limiter, the signing keys, and the count of attempts in flight. While a circuit is
+//! open, or the destination is disabled (a 410), its deliveries wait without spending attempts.
+
+pub mod breaker;
+pub mod messages;
+pub mod outbound;
+pub mod retry;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use herald_storage::{
+    Attempt, AttemptUpdate, CircuitRecord, DeliveryKey, DestinationRecord, DueDelivery, MessageId,
+    Outcome,
+};
+use hyper_util::rt::TokioExecutor;
+use ractor::concurrency::JoinHandle;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+use crate::delivery::ssrf::GuardedConnector;
+use crate::verifier::schemes::decode_whsec;
+use crate::{Core, Route, unix_ms};
+use breaker::{BreakerPolicy, Circuit, Transition};
+pub use messages::DispatcherMsg;
+use outbound::{AttemptResult, HttpClient, Outbound};
+use retry::Backoff;
+
+/// Attempts in flight at once, over all destinations.
+pub const MAX_IN_FLIGHT: usize = 256;
+/// Attempts in flight at once to one destination.
+pub const MAX_IN_FLIGHT_PER_DESTINATION: usize = 64;
+/// The scan timer: the precision of retry times and of circuits reopening.
+const TICK: Duration = Duration::from_millis(200);
+
+/// Delivery policy, from `[delivery]` and `[circuit_breaker]`.
+#[derive(Debug, Clone)]
+pub struct DeliverySettings {
+    pub max_attempts: u32,
+    pub backoff: Backoff,
+    pub timeout: Duration,
+    pub auto_recover: bool,
+    pub allow_private: bool,
+    pub breaker: BreakerPolicy,
+    /// Destinations defined in the config file, applied at every start.
+    pub configured: Vec<(String, DestinationRecord)>,
+}
+
+/// What a finished attempt means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Success,
+    /// 410: the receiver says this endpoint is gone for good. Disable the destination.
+    Gone,
+    Failure,
+}
+
+pub fn classify(result: &AttemptResult) -> Verdict {
+    match result.status {
+        Some(200..=299) => Verdict::Success,
+        Some(410) => Verdict::Gone,
+        _ => Verdict::Failure,
+    }
+}
+
+/// The outcome of a failed attempt: retry after backoff, or dead once `max_attempts` are spent.
+/// `round_attempts` counts this attempt. `unit` is a uniform random number in `[0, 1)`.
+pub fn after_failure(
+    round_attempts: u32,
+    max_attempts: u32,
+    backoff: &Backoff,
+    unit: f64,
+    retry_after: Option<Duration>,
+    now_ms: u64,
+) -> Outcome {
+    if round_attempts >= max_attempts {
+        return Outcome::Dead;
+    }
+    let delay = backoff.delay(round_attempts, unit, retry_after);
+    let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+    Outcome::Retry {
+        at_ms: now_ms.saturating_add(delay_ms),
+    }
+}
+
+#[derive(Debug)]
+pub struct Dispatcher;
+
+/// A destination at run time.
+struct Destination {
+    record: DestinationRecord,
+    circuit: Circuit,
+    limiter: Option<DefaultDirectRateLimiter>,
+    /// The current key first, then the previous one while its grace period lasts.
+    keys: Arc<Vec<Vec<u8>>>,
+    in_flight: HashSet<MessageId>,
+}
+
+impl std::fmt::Debug for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Destination")
+            .field("url", &self.record.url)
+            .field("circuit", &self.circuit)
+            .field("in_flight", &self.in_flight.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Destination {
+    fn new(record: DestinationRecord, policy: &BreakerPolicy, now_ms: u64) -> Self {
+        let circuit = circuit_from_record(&record.circuit, policy, now_ms);
+        let limiter = record
+            .rate_limit_per_sec
+            .and_then(std::num::NonZeroU32::new)
+            .map(|rate| RateLimiter::direct(Quota::per_second(rate)));
+        let keys = Arc::new(signing_keys(&record, now_ms));
+        Self {
+            record,
+            circuit,
+            limiter,
+            keys,
+            in_flight: HashSet::new(),
+        }
+    }
+
+    fn snapshot(&self) -> DestinationRecord {
+        let mut record = self.record.clone();
+        record.circuit = circuit_to_record(&self.circuit);
+        record
+    }
+}
+
+fn signing_keys(record: &DestinationRecord, now_ms: u64) -> Vec<Vec<u8>> {
+    let previous = record
+        .previous_secret
+        .as_ref()
+        .filter(|(_, until)| *until > now_ms)
+        .map(|(secret, _)| secret.as_str());
+    std::iter::once(record.secret.as_str())
+        .chain(previous)
+        .filter_map(|s| decode_whsec(s).ok())
+        .collect()
+}
+
+pub fn circuit_from_record(record: &CircuitRecord, policy: &BreakerPolicy, now_ms: u64) -> Circuit {
+    match (record.open, record.opened_at_ms) {
+        (true, Some(opened_at_ms)) => {
+            let open = Circuit::Open {
+                opened_at_ms,
+                consecutive_failures: record.consecutive_failures,
+            };
+            // Past its open period an open circuit is half-open: ready for one probe.
+            if open.reopens_at_ms(policy).is_some_and(|at| now_ms >= at) {
+                Circuit::HalfOpen {
+                    opened_at_ms,
+                    consecutive_failures: record.consecutive_failures,
+                    probing: false,
+                }
+            } else {
+                open
+            }
+        }
+        _ => Circuit::Closed {
+            consecutive_failures: record.consecutive_failures,
+        },
+    }
+}
+
+pub fn circuit_to_record(circuit: &Circuit) -> CircuitRecord {
+    CircuitRecord {
+        open: !matches!(circuit, Circuit::Closed { .. }),
+        consecutive_failures: circuit.consecutive_failures(),
+        opened_at_ms: circuit.opened_at_ms(),
+    }
+}
+
+pub struct DispatcherState {
+    core: Arc<Core>,
+    client: HttpClient,
+    destinations: HashMap<String, Destination>,
+    in_flight: usize,
+    timers: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for DispatcherState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DispatcherState")
+            .field("destinations", &self.destinations)
+            .field("in_flight", &self.in_flight)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Actor for Dispatcher {
+    type Msg = DispatcherMsg;
+    type State = DispatcherState;
+    type Arguments = Arc<Core>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        core: Arc<Core>,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let settings = &core.settings.delivery;
+        let now = now_ms();
+        let mut stored: HashMap<String, DestinationRecord> =
+            core.store.destinations().await?.into_iter().collect();
+        apply_config(&core, &mut stored, now).await?;
+        let destinations: HashMap<String, Destination> = stored
+            .into_iter()
+            .map(|(name, record)| (name, Destination::new(record, &settings.breaker, now)))
+            .collect();
+        publish_routes(&core, &destinations);
+
+        let connector = GuardedConnector::new(settings.allow_private, settings.timeout);
+        let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(MAX_IN_FLIGHT_PER_DESTINATION)
+            .build(connector);
+
+        let ticker = myself.send_interval(TICK, || DispatcherMsg::Scan);
+        // New work is signalled through a `Notify` by whoever committed it (the ingress, the
+        // API), so they need no reference to this actor.
+        let work = Arc::clone(&core.work);
+        let me = myself.clone();
+        let waker = tokio::spawn(async move {
+            loop {
+                work.notified().await;
+                if me.cast(DispatcherMsg::Scan).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(DispatcherState {
+            core,
+            client,
+            destinations,
+            in_flight: 0,
+            timers: vec![ticker, waker],
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        for timer in state.timers.drain(..) {
+            timer.abort();
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            DispatcherMsg::Scan => scan(&myself, state).await,
+            DispatcherMsg::AttemptDone(delivery, result) => {
+                finish(&myself, state, *delivery, result);
+            }
+            DispatcherMsg::Recorded(key) => {
+                if let Some(dest) = state.destinations.get_mut(&key.destination)
+                    && dest.in_flight.remove(&key.message)
+                {
+                    state.in_flight = state.in_flight.saturating_sub(1);
+                }
+                // A slot is free: there may be more to send.
+                state.core.work.notify_one();
+            }
+            DispatcherMsg::Reload(name) => reload(state, &name).await?,
+        }
+        Ok(())
+    }
+}
+
+/// Config destinations are declarative: each start re-applies their settings (keeping run-time
+/// state: enabled, circuit, a rotation's previous secret); ones removed from the file go.
+async fn apply_config(
+    core: &Core,
+    stored: &mut HashMap<String, DestinationRecord>,
+    now: u64,
+) -> Result<(), ActorProcessingErr> {
+    let configured = &core.settings.delivery.configured;
+    for (name, wanted) in configured {
+        let record = match stored.get(name) {
+            Some(existing) => DestinationRecord {
+                enabled: existing.enabled,
+                disabled_reason: existing.disabled_reason.clone(),
+                circuit: existing.circuit,
+                previous_secret: existing.previous_secret.clone(),
+                created_at_ms: existing.created_at_ms,
+                updated_at_ms: now,
+                ..wanted.clone()
+            },
+            None => wanted.clone(),
+        };
+        if stored.get(name) != Some(&record) {
+            core.store
+                .put_destination(name.clone(), record.clone())
+                .await?;
+        }
+        stored.insert(name.clone(), record);
+    }
+    let removed: Vec<String> = stored
+        .iter()
+        .filter(|(name, r)| r.from_config && !configured.iter().any(|(n, _)| n == *name))
+        .map(|(name, _)| name.clone())
+        .collect();
+    for name in removed {
+        tracing::info!(destination = %name, "removed from the config: deleting it");
+        core.store.delete_destination(name.clone(), now).await?;
+        stored.remove(&name);
+    }
+    Ok(())
+}
+
+fn publish_routes(core: &Core, destinations: &HashMap<String, Destination>) {
+    let mut routes: Vec<Route> = destinations
+        .iter()
+        .map(|(name, d)| Route {
+            destination: name.clone(),
+            sources: d.record.sources.clone(),
+            event_types: d.record.event_types.clone(),
+        })
+        .collect();
+    routes.sort_by(|a, b| a.destination.cmp(&b.destination));
+    core.set_routes(routes);
+}
+
+async fn reload(state: &mut DispatcherState, name: &str) -> Result<(), ActorProcessingErr> {
+    let now = now_ms();
+    match state.core.store.destination(name.to_owned()).await? {
+        Some(record) => {
+            let policy = state.core.settings.delivery.breaker;
+            let in_flight = state
+                .destinations
+                .remove(name)
+                .map(|d| d.in_flight)
+                .unwrap_or_default();
+            let mut dest = Destination::new(record, &policy, now);
+            dest.in_flight = in_flight;
+            state.destinations.insert(name.to_owned(), dest);
+        }
+        None => {
+            if let Some(gone) = state.destinations.remove(name) {
+                state.in_flight = state.in_flight.saturating_sub(gone.in_flight.len());
+            }
+        }
+    }
+    publish_routes(&state.core, &state.destinations);
+    state.core.work.notify_one();
+    Ok(())
+}
+
+/// Starts attempts for every destination that may send, up to its free slots.
+async fn scan(myself: &ActorRef<DispatcherMsg>, state: &mut DispatcherState) {
+    let now = now_ms();
+    let policy = state.core.settings.delivery.breaker;
+    let mut names: Vec<String> = state.destinations.keys().cloned().collect();
+    names.sort();
+    for name in names {
+        let free_total = MAX_IN_FLIGHT.saturating_sub(state.in_flight);
+        if free_total == 0 {
+            return;
+        }
+        let Some(dest) = state.destinations.get_mut(&name) else {
+            continue;
+        };
+        if !dest.record.enabled {
+            continue;
+        }
+        let free = MAX_IN_FLIGHT_PER_DESTINATION
+            .saturating_sub(dest.in_flight.len())
+            .min(free_total);
+        // Closed: as many as fit. Open: none until its period is over. Then one probe.
+        let limit = match dest.circuit {
+            Circuit::Closed { .. } => free,
+            Circuit::Open { .. }
+                if dest
+                    .circuit
+                    .reopens_at_ms(&policy)
+                    .is_some_and(|at| now < at) =>
+            {
+                0
+            }
+            Circuit::HalfOpen { probing: true, .. } => 0,
+            Circuit::Open { .. } | Circuit::HalfOpen { .. } => free.min(1),
+        };
+        if limit == 0 {
+            continue;
+        }
+        let due = state
+            .core
+            .store
+            .due_deliveries(name.clone(), now, limit, dest.in_flight.clone())
+            .await;
+        let due = match due {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::error!(destination = %name, error = %e, "reading due deliveries");
+                continue;
+            }
+        };
+        let Some(dest) = state.destinations.get_mut(&name) else {
+            continue;
+        };
+        for delivery in due {
+            if dest.limiter.as_ref().is_some_and(|l| l.check().is_err()) {
+                break; // over its rate: the rest wait for the next scan
+            }
+            if !dest.circuit.admit(&policy, now) {
+                break;
+            }
+            dest.in_flight.insert(delivery.key.message);
+            state.in_flight += 1;
+            launch(
+                myself,
+                &state.client,
+                dest,
+                delivery,
+                state.core.settings.delivery.timeout,
+            );
+        }
+    }
+}
+
+fn launch(
+    myself: &ActorRef<DispatcherMsg>,
+    client: &HttpClient,
+    dest: &Destination,
+    delivery: DueDelivery,
+    timeout: Duration,
+) {
+    let client = client.clone();
+    let url = dest.record.url.clone();
+    let keys = Arc::clone(&dest.keys);
+    let me = myself.clone();
+    tokio::spawn(async move {
+        let id = delivery.key.message.to_string();
+        let result = outbound::send(
+            &client,
+            Outbound {
+                url: &url,
+                message_id: &id,
+                content_type: delivery.message.content_type.as_deref(),
+                body: delivery.body.clone(),
+                keys: &keys,
+            },
+            timeout,
+        )
+        .await;
+        // If the dispatcher is gone (shutdown, restart) the outcome is lost, but the delivery
+        // is still queued: it will be attempted again.
+        let _ = me.cast(DispatcherMsg::AttemptDone(Box::new(delivery), result));
+    });
+}
+
+/// Decides what an attempt means for its delivery and its destination, and records it.
+fn finish(
+    myself: &ActorRef<DispatcherMsg>,
+    state: &mut DispatcherState,
+    delivery: DueDelivery,
+    result: AttemptResult,
+) {
+    let now = now_ms();
+    let settings = &state.core.settings.delivery;
+    let key = delivery.key.clone();
+    let attempt = Attempt {
+        at_ms: now.saturating_sub(u64::try_from(result.duration.as_millis()).unwrap_or(0)),
+        status_code: result.status,
+        error: result.error.clone(),
+        duration_ms: u64::try_from(result.duration.as_millis()).unwrap_or(u64::MAX),
+        response_body: result.response_body.clone(),
+    };
+    let Some(dest) = state.destinations.get_mut(&key.destination) else {
+        // Deleted while the attempt ran; its deliveries are already in the DLQ.
+        release(state, &key);
+        return;
+    };
+    let mut changed = false;
+    let outcome = match classify(&result) {
+        Verdict::Success => {
+            if dest.circuit.on_success() == Transition::Closed {
+                changed = true;
+                tracing::info!(destination = %key.destination, "circuit closed");
+                if settings.auto_recover {
+                    auto_recover(&state.core, key.destination.clone());
+                }
+            }
+            changed |=
+                dest.circuit.consecutive_failures() != dest.record.circuit.consecutive_failures;
+            Outcome::Succeeded
+        }
+        Verdict::Gone => {
+            dest.record.enabled = false;
+            dest.record.disabled_reason = Some("the receiver answered 410 Gone".into());
+            dest.record.updated_at_ms = now;
+            changed = true;
+            tracing::warn!(destination = %key.destination, "410 Gone: destination disabled; its deliveries wait");
+            Outcome::Wait { until_ms: now }
+        }
+        Verdict::Failure => {
+            let transition = dest.circuit.on_failure(&settings.breaker, now);
+            if transition == Transition::Opened {
+                tracing::warn!(destination = %key.destination, "circuit opened");
+            }
+            changed = true;
+            after_failure(
+                delivery.round_attempts.saturating_add(1),
+                settings.max_attempts,
+                &settings.backoff,
+                rand::random::<f64>(),
+                result.retry_after,
+                now,
+            )
+        }
+    };
+    let destination = changed.then(|| {
+        let snapshot = dest.snapshot();
+        dest.record.circuit = snapshot.circuit;
+        (key.destination.clone(), snapshot)
+    });
+    let me = myself.clone();
+    let recorded = key.clone();
+    state.core.store.record_attempt(
+        AttemptUpdate {
+            key,
+            attempt: Some(attempt),
+            outcome,
+            destination,
+            now_ms: now,
+        },
+        Box::new(move |result| {
+            if let Err(e) = result {
+                // Not recorded: the delivery is still queued as before, and is retried.
+                tracing::error!(error = %e, "recording an attempt failed");
+            }
+            let _ = me.cast(DispatcherMsg::Recorded(recorded));
+        }),
+    );
+}
+
+fn release(state: &mut DispatcherState, key: &DeliveryKey) {
+    state.in_flight = state.in_flight.saturating_sub(1);
+    if let Some(dest) = state.destinations.get_mut(&key.destination) {
+        dest.in_flight.remove(&key.message);
+    }
+}
+
+/// Re-queues a destination's dead deliveries once its circuit closes again.
+fn auto_recover(core: &Arc<Core>, destination: String) {
+    let core = Arc::clone(core);
+    tokio::spawn(async move {
+        let filter = herald_storage::DeadFilter {
+            destination: Some(destination.clone()),
+            since_ms: None,
+        };
+        let requeued = match core.store.dead_keys(filter).await {
+            Ok(keys) if keys.is_empty() => return,
+            Ok(keys) => core.store.requeue(keys, now_ms()).await,
+            Err(e) => Err(e),
+        };
+        match requeued {
+            Ok(n) => {
+                tracing::info!(%destination, requeued = n, "auto-recover: dead deliveries re-queued");
+                core.work.notify_one();
+            }
+            Err(e) => tracing::error!(%destination, error = %e, "auto-recover failed"),
+        }
+    });
+}
+
+fn now_ms() -> u64 {
+    unix_ms(SystemTime::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(status: Option<u16>) -> AttemptResult {
+        AttemptResult {
+            status,
+            error: None,
+            retry_after: None,
+            duration: Duration::ZERO,
+            response_body: None,
+        }
+    }
+
+    #[test]
+    fn classification() {
+        assert_eq!(classify(&result(Some(200))), Verdict::Success);
+        assert_eq!(classify(&result(Some(204))), Verdict::Success);
+        assert_eq!(
+            classify(&result(Some(301))),
+            Verdict::Failure,
+            "redirects are failures"
+        );
+        assert_eq!(classify(&result(Some(410))), Verdict::Gone);
+        assert_eq!(classify(&result(Some(500))), Verdict::Failure);
+        assert_eq!(classify(&result(None)), Verdict::Failure);
+    }
+
+    #[test]
+    fn failures_retry_until_max_attempts_then_die() {
+        let backoff = Backoff {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+        };
+        match after_failure(1, 5, &backoff, 0.5, None, 1_000) {
+            Outcome::Retry { at_ms } => assert_eq!(at_ms, 1_500),
+            other => panic!("{other:?}"),
+        }
+        match after_failure(3, 5, &backoff, 0.5, Some(Duration::from_secs(10)), 1_000) {
+            Outcome::Retry { at_ms } => assert_eq!(at_ms, 11_000, "Retry-After wins"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            after_failure(5, 5, &backoff, 0.5, None, 0),
+            Outcome::Dead
+        ));
+    }
+
+    #[test]
+    fn circuit_round_trips_through_its_record() {
+        let policy = BreakerPolicy {
+            failure_threshold: 5,
+            open_for: Duration::from_secs(30),
+        };
+        let open = Circuit::Open {
+            opened_at_ms: 1_000,
+            consecutive_failures: 5,
+        };
+        let record = circuit_to_record(&open);
+        assert_eq!(circuit_from_record(&record, &policy, 2_000), open);
+        assert_eq!(
+            circuit_from_record(&record, &policy, 31_000).name(),
+            "half_open",
+            "restored after its open period, it admits a probe"
+        );
+        let closed = Circuit::Closed {
+            consecutive_failures: 2,
+        };
+        assert_eq!(
+            circuit_from_record(&circuit_to_record(&closed), &policy, 0),
+            closed
+        );
+    }
+}

@@ -1,0 +1,174 @@
+//! `/v1/dlq`: dead deliveries. List, inspect, retry one, retry in bulk, discard.
+//!
+//! A DLQ entry's id is `{message id}.{destination}`. Retrying re-queues the delivery with a
+//! fresh round of `max_attempts`; its earlier attempts stay in its history.
+
+use std::time::SystemTime;
+
+use herald_actors::unix_ms;
+use herald_storage::{DeadCursor, DeadFilter, DeadLetter, DeliveryKey};
+use http::{HeaderMap, StatusCode};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::App;
+use super::json_body;
+use super::messages::render_attempts;
+use super::query::{Pagination, Query};
+use super::response::{ApiError, Resp, empty, json, rfc3339};
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct BulkRetry {
+    #[serde(default)]
+    destination: Option<String>,
+    /// RFC 3339: only deliveries that died at or after this time.
+    #[serde(default)]
+    since: Option<String>,
+}
+
+pub async fn list(app: &App, query: &Query) -> Result<Resp, ApiError> {
+    let page = Pagination::from_query(query)?;
+    let after = page.after.as_deref().map(parse_cursor).transpose()?;
+    let filter = DeadFilter {
+        destination: query.get("destination").map(str::to_owned),
+        since_ms: query
+            .get("since")
+            .map(|s| parse_time("since", s))
+            .transpose()?,
+    };
+    let (items, next) = app
+        .herald
+        .store()
+        .list_dead(filter, after, page.limit)
+        .await
+        .map_err(unavailable)?;
+    let items: Vec<Value> = items.iter().map(render).collect();
+    let next = next.map(|(at, msg, dest)| format!("{at}.{msg}.{dest}"));
+    Ok(json(StatusCode::OK, &json!({"items": items, "next": next})))
+}
+
+pub async fn get(app: &App, id: &str) -> Result<Resp, ApiError> {
+    let key = parse_id(id)?;
+    let letter = app
+        .herald
+        .store()
+        .dead(key)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| ApiError::not_found(format_args!("dead delivery {id}")))?;
+    Ok(json(StatusCode::OK, &render(&letter)))
+}
+
+pub async fn retry(app: &App, id: &str) -> Result<Resp, ApiError> {
+    let key = parse_id(id)?;
+    let requeued = app
+        .herald
+        .store()
+        .requeue(vec![key], now_ms())
+        .await
+        .map_err(unavailable)?;
+    if requeued == 0 {
+        return Err(ApiError::not_found(format_args!("dead delivery {id}")));
+    }
+    app.herald.work_available();
+    Ok(json(
+        StatusCode::OK,
+        &json!({"id": id, "status": "pending", "requeued": 1}),
+    ))
+}
+
+pub async fn bulk_retry(app: &App, headers: &HeaderMap, body: Incoming) -> Result<Resp, ApiError> {
+    let bytes = super::body::read(headers, body, app.max_body_bytes, app.body_timeout).await?;
+    let req: BulkRetry = if bytes.iter().all(u8::is_ascii_whitespace) {
+        BulkRetry::default()
+    } else {
+        json_body::parse(&bytes)?
+    };
+    let filter = DeadFilter {
+        since_ms: req
+            .since
+            .as_deref()
+            .map(|s| parse_time("since", s))
+            .transpose()?,
+        destination: req.destination,
+    };
+    let keys = app
+        .herald
+        .store()
+        .dead_keys(filter)
+        .await
+        .map_err(unavailable)?;
+    let count = keys.len();
+    // Re-queue in chunks so no single commit grows without bound; large sets finish in the
+    // background after the answer, which already has the count.
+    let store = app.herald.store().clone();
+    let work = app.herald.core().work.clone();
+    let requeue = async move {
+        for chunk in keys.chunks(1000) {
+            if let Err(e) = store.requeue(chunk.to_vec(), now_ms()).await {
+                tracing::error!(error = %e, "bulk retry stopped");
+                return;
+            }
+            work.notify_one();
+        }
+    };
+    if count <= 1000 {
+        requeue.await;
+    } else {
+        tokio::spawn(requeue);
+    }
+    Ok(json(StatusCode::OK, &json!({"requeued": count})))
+}
+
+pub async fn discard(app: &App, id: &str) -> Result<Resp, ApiError> {
+    let key = parse_id(id)?;
+    let discarded = app.herald.store().discard(key).await.map_err(unavailable)?;
+    if discarded {
+        Ok(empty(StatusCode::NO_CONTENT))
+    } else {
+        Err(ApiError::not_found(format_args!("dead delivery {id}")))
+    }
+}
+
+fn render(letter: &DeadLetter) -> Value {
+    let m = &letter.message;
+    json!({
+        "id": letter.key.to_string(),
+        "message_id": letter.key.message.to_string(),
+        "destination": letter.key.destination,
+        "dead_at": rfc3339(letter.dead_at_ms),
+        "reason": letter.delivery.reason,
+        "source": m.source,
+        "event_type": m.event_type,
+        "attempts": render_attempts(&letter.delivery.attempts),
+    })
+}
+
+fn parse_id(id: &str) -> Result<DeliveryKey, ApiError> {
+    id.parse()
+        .map_err(|()| ApiError::not_found(format_args!("dead delivery {id}")))
+}
+
+fn parse_cursor(raw: &str) -> Result<DeadCursor, ApiError> {
+    let bad = || ApiError::invalid("after", "not a cursor from this listing");
+    let (at, rest) = raw.split_once('.').ok_or_else(bad)?;
+    let key: DeliveryKey = rest.parse().map_err(|()| bad())?;
+    Ok((at.parse().map_err(|_| bad())?, key.message, key.destination))
+}
+
+pub fn parse_time(field: &str, raw: &str) -> Result<u64, ApiError> {
+    humantime::parse_rfc3339_weak(raw)
+        .map(unix_ms)
+        .map_err(|e| ApiError::invalid(field, format_args!("expected an RFC 3339 time: {e}")))
+}
+
+fn now_ms() -> u64 {
+    unix_ms(SystemTime::now())
+}
+
+fn unavailable(e: herald_storage::StorageError) -> ApiError {
+    tracing::error!(error = %e, "storage");
+    ApiError::unavailable()
+}
