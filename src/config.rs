@@ -34,6 +34,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use herald_actors::delivery::ssrf;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_path_to_error::Segment;
@@ -1112,7 +1113,8 @@ fn validate(raw: &RawConfig) -> Result<Config, Vec<ConfigError>> {
             destinations
                 .map(|(i, destination)| {
                     let at = format!("destinations[{i}]");
-                    destination.validate(&at, &mut names, &source_names, &mut p)
+                    let allow_private = raw.delivery.allow_private_destinations;
+                    destination.validate(&at, &mut names, &source_names, allow_private, &mut p)
                 })
                 .collect()
         },
@@ -1693,6 +1695,7 @@ impl RawDestination {
         at: &str,
         names: &mut BTreeMap<String, String>,
         sources: &BTreeSet<&str>,
+        allow_private: bool,
         p: &mut Problems,
     ) -> DestinationConfig {
         let name = p.name(at, self.name.as_deref(), names);
@@ -1704,6 +1707,16 @@ impl RawDestination {
             Some(url) => {
                 if let Err(problem) = check_url(url) {
                     p.push(format!("{at}.url"), format!("{problem}, got `{url}`"));
+                } else if let Err(refusal) = ssrf::check_url(url, allow_private) {
+                    // The same guard the API applies at creation (the dispatcher applies it
+                    // again to every resolved address at connect time).
+                    p.push(
+                        format!("{at}.url"),
+                        format!(
+                            "{}: {refusal} (set delivery.allow_private_destinations = true to allow)",
+                            ssrf::Refusal::CODE
+                        ),
+                    );
                 }
                 url.to_owned()
             }
@@ -1942,7 +1955,14 @@ mod tests {
         let defaults = ok(TOKEN);
         assert_eq!(committed.server, defaults.server);
         assert_eq!(committed.storage, defaults.storage);
-        assert_eq!(committed.delivery, defaults.delivery);
+        // The one deliberate difference: the demo delivers to a receiver on this machine.
+        assert!(committed.delivery.allow_private_destinations);
+        assert!(!defaults.delivery.allow_private_destinations);
+        let delivery = DeliveryConfig {
+            allow_private_destinations: false,
+            ..committed.delivery.clone()
+        };
+        assert_eq!(delivery, defaults.delivery);
         assert_eq!(committed.circuit_breaker, defaults.circuit_breaker);
         assert_eq!(committed.ingest, defaults.ingest);
         assert_eq!(committed.budgets, defaults.budgets);
@@ -2304,18 +2324,18 @@ mod tests {
 
         let message = only_problem(
             load(&destination(
-                "url = \"http://x\"\nsources = [\"payments\", \"nope\"]",
+                "url = \"http://example.com\"\nsources = [\"payments\", \"nope\"]",
             )),
             "destinations[0].sources[1]",
         );
         assert!(message.contains("nope"), "{message}");
         only_problem(
-            load(&destination("url = \"http://x\"")),
+            load(&destination("url = \"http://example.com\"")),
             "destinations[0].sources",
         );
 
         let config = ok(&destination(
-            "url = \"http://x\"\nsources = [\"*\"]\nchannel = \"in_app\"",
+            "url = \"http://example.com\"\nsources = [\"*\"]\nchannel = \"in_app\"",
         ));
         assert_eq!(config.destinations[0].sources, SourceFilter::Any);
         assert_eq!(config.destinations[0].channel, Channel::InApp);
@@ -2336,7 +2356,7 @@ mod tests {
             ]
         );
         let text = format!(
-            "{TOKEN}[[destinations]]\nname = \"d\"\nurl = \"http://x\"\nsources = [\"*\"]\n"
+            "{TOKEN}[[destinations]]\nname = \"d\"\nurl = \"http://example.com\"\nsources = [\"*\"]\n"
         );
         only_problem(load(&text), "destinations[0].secret");
         let text =
@@ -2345,6 +2365,22 @@ mod tests {
             keys(load(&text)),
             ["destinations[0].url", "destinations[0].secret"]
         );
+    }
+
+    #[test]
+    fn private_destination_urls_need_the_opt_in() {
+        let base = |url: &str| destination(&format!("url = \"{url}\"\nsources = [\"*\"]"));
+        let refused = load(&base("http://169.254.169.254/latest"));
+        only_problem(refused, "destinations[0].url");
+        let message = load(&base("http://127.0.0.1:9000/"))
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("destination_not_allowed"), "{message}");
+        ok(&format!(
+            "[delivery]\nallow_private_destinations = true\n{}",
+            base("http://127.0.0.1:9000/")
+        ));
+        ok(&base("http://example.com/hooks"));
     }
 
     #[test]
@@ -2373,7 +2409,7 @@ mod tests {
 
     #[test]
     fn alerts_name_a_destination() {
-        let base = destination("url = \"http://x\"\nsources = [\"*\"]");
+        let base = destination("url = \"http://example.com\"\nsources = [\"*\"]");
         let config = ok(&format!("{base}[alerts]\ndestination = \"orders\"\n"));
         assert_eq!(config.alerts.destination.as_deref(), Some("orders"));
         only_problem(

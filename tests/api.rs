@@ -57,6 +57,10 @@ async fn tokens_and_scopes() {
 async fn messages_list_filters_and_paginates() {
     let server = Server::start(
         r#"
+[delivery]
+max_attempts = 1
+allow_private_destinations = true
+
 [[destinations]]
 name = "payments-only"
 url = "http://127.0.0.1:9/hooks"
@@ -109,16 +113,32 @@ secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
         .await;
     assert_eq!(by_type["items"][0]["id"], refund.as_str());
 
-    // Fan-out: only payment.* from std got a delivery, and it is pending.
+    // Fan-out: only payment.* from std got a delivery. Nothing listens on its port, so with
+    // one attempt each dies.
+    for id in &ids {
+        server
+            .wait_delivery(id, "dead", std::time::Duration::from_secs(10))
+            .await;
+    }
+    let (_, dead) = server
+        .api_get("/v1/messages?status=dead", ADMIN_TOKEN)
+        .await;
+    assert_eq!(dead["items"].as_array().unwrap().len(), 5);
     let (_, pending) = server
         .api_get("/v1/messages?status=pending", ADMIN_TOKEN)
         .await;
-    assert_eq!(pending["items"].as_array().unwrap().len(), 5);
+    assert_eq!(pending["items"].as_array().unwrap().len(), 0);
     let (_, one) = server
         .api_get(&format!("/v1/messages/{}", ids[0]), ADMIN_TOKEN)
         .await;
     assert_eq!(one["deliveries"][0]["destination"], "payments-only");
-    assert_eq!(one["deliveries"][0]["status"], "pending");
+    let error = one["deliveries"][0]["attempts"][0]["error"]
+        .as_str()
+        .unwrap();
+    assert!(
+        error.to_lowercase().contains("refused"),
+        "the failure is recorded: {error}"
+    );
     assert!(one["received_at"].as_str().unwrap().ends_with('Z'));
     let (_, none) = server
         .api_get(&format!("/v1/messages/{refund}"), ADMIN_TOKEN)

@@ -190,3 +190,108 @@ async fn verify(http: &reqwest::Client, api: SocketAddr, acknowledged: &HashMap<
         assert_eq!(json["external_id"], id.as_str());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_retries_and_open_circuits_survive_sigkill() {
+    // A receiver that is down: its port is reserved, then closed.
+    let receiver = common::receiver::Receiver::start().await;
+    let addr = receiver.addr;
+    receiver.stop();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let extra = format!(
+        "[delivery]\nallow_private_destinations = true\nmax_attempts = 100\nbackoff_base_ms = 100\nbackoff_max_ms = 400\n\
+         [circuit_breaker]\nfailure_threshold = 3\nopen_ms = 3000\n{}",
+        common::destination("later", &format!("http://{addr}/hooks"))
+    );
+    std::fs::write(&config, common::config_text(&dir, &extra)).unwrap();
+    let http = reqwest::Client::new();
+
+    let mut process = spawn(&config);
+    let mut ids = Vec::new();
+    for n in 0..40 {
+        let id = format!("evt_later_{n}");
+        let body = format!(r#"{{"type":"later","n":{n}}}"#);
+        let mut req = http
+            .post(format!("http://{}/webhooks/std", process.ingest))
+            .body(body.clone());
+        for (k, v) in std_headers(&id, now(), body.as_bytes()) {
+            req = req.header(k, v);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 202);
+        let json: serde_json::Value = resp.json().await.unwrap();
+        ids.push(json["id"].as_str().unwrap().to_owned());
+    }
+    // Let attempts fail and the circuit open, then kill mid-schedule.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    process.child.kill().unwrap();
+    process.child.wait().unwrap();
+
+    // Back up, receiver first; the circuit's state came through the kill.
+    let receiver = common::receiver::Receiver::start_on(&addr.to_string()).await;
+    let mut process = spawn(&config);
+    let dest: serde_json::Value = http
+        .get(format!("http://{}/v1/destinations/later", process.api))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        dest["circuit"]["consecutive_failures"].as_u64().unwrap() >= 3,
+        "{dest}"
+    );
+    assert_ne!(
+        dest["circuit"]["state"], "closed",
+        "the open circuit survived: {dest}"
+    );
+
+    // Every message arrives (at least once) once the circuit lets the probe through.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let seen: std::collections::HashSet<String> = receiver
+            .received()
+            .iter()
+            .map(|r| r.headers["webhook-id"].to_str().unwrap().to_owned())
+            .collect();
+        if ids.iter().all(|id| seen.contains(id)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "delivered {} of {}",
+            seen.len(),
+            ids.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // ...and each is recorded as succeeded.
+    for id in &ids {
+        loop {
+            let msg: serde_json::Value = http
+                .get(format!("http://{}/v1/messages/{id}", process.api))
+                .bearer_auth(ADMIN_TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if msg["deliveries"][0]["status"] == "succeeded" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{id} not recorded as delivered: {msg}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    process.child.kill().unwrap();
+    process.child.wait().unwrap();
+}

@@ -26,6 +26,7 @@
 
 pub mod delivery;
 pub mod dispatcher;
+pub mod dlq;
 pub mod ingress;
 pub mod routing;
 pub mod slot;
@@ -327,6 +328,42 @@ impl Herald {
             .await
         {
             Ok(CallResult::Success(result)) => result,
+            Ok(CallResult::Timeout | CallResult::SenderError) | Err(_) => {
+                Err(IngestError::Unavailable)
+            }
+        }
+    }
+
+    /// Re-queues dead deliveries with fresh attempts; how many were dead.
+    pub async fn dlq_retry(
+        &self,
+        keys: Vec<herald_storage::DeliveryKey>,
+    ) -> Result<usize, IngestError> {
+        self.dlq_call(|reply| dlq::DlqMsg::Retry(keys, reply)).await
+    }
+
+    /// Re-queues every dead delivery matching `filter`; answers the count at once.
+    pub async fn dlq_bulk_retry(
+        &self,
+        filter: herald_storage::DeadFilter,
+    ) -> Result<usize, IngestError> {
+        self.dlq_call(|reply| dlq::DlqMsg::BulkRetry(filter, reply))
+            .await
+    }
+
+    /// Removes an entry from the DLQ; whether it was there.
+    pub async fn dlq_discard(&self, key: herald_storage::DeliveryKey) -> Result<bool, IngestError> {
+        self.dlq_call(|reply| dlq::DlqMsg::Discard(key, reply))
+            .await
+    }
+
+    async fn dlq_call<T: Send + 'static>(
+        &self,
+        message: impl FnOnce(ractor::RpcReplyPort<Result<T, StorageError>>) -> dlq::DlqMsg,
+    ) -> Result<T, IngestError> {
+        let timeout = self.core.settings.request_timeout;
+        match self.children.dlq.get().call(message, Some(timeout)).await {
+            Ok(CallResult::Success(result)) => result.map_err(IngestError::Storage),
             Ok(CallResult::Timeout | CallResult::SenderError) | Err(_) => {
                 Err(IngestError::Unavailable)
             }

@@ -1,7 +1,7 @@
 //! The root supervisor: starts every child linked, restarts one that fails, and gives up
 //! (stops itself, which `main` treats as fatal) when restarts exceed the budget.
 //!
-//! Children: the ingress, the verifier pool, the dispatcher.
+//! Children, in start order: the ingress, the verifier pool, the DLQ keeper, the dispatcher.
 //!
 //! ractor has no built-in restart strategy, and the default supervision handler stops the
 //! parent when a child ends, so this actor implements one-for-one restarts itself. A restart
@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use crate::Core;
-use crate::dispatcher::{Dispatcher, DispatcherMsg};
+use crate::dispatcher::{Dispatcher, DispatcherArgs, DispatcherMsg};
+use crate::dlq::{DlqKeeper, DlqMsg};
 use crate::ingress::{Ingress, IngressMsg};
 use crate::slot::Slot;
 use crate::verifier::{Verifier, VerifierArgs, VerifierMsg};
@@ -32,7 +33,15 @@ pub const RESTART_WINDOW: Duration = Duration::from_secs(60);
 enum Child {
     Ingress,
     Verifier(usize),
+    DlqKeeper,
     Dispatcher,
+}
+
+/// The slots a child may need to reach its peers; filled in as they start.
+#[derive(Debug, Clone, Default)]
+struct Peers {
+    ingress: Option<Slot<IngressMsg>>,
+    dlq: Option<Slot<DlqMsg>>,
 }
 
 /// Where callers find the children. Filled in by the supervisor's `pre_start`.
@@ -40,6 +49,7 @@ enum Child {
 pub struct Children {
     pub ingress: Slot<IngressMsg>,
     pub verifiers: Vec<Slot<VerifierMsg>>,
+    pub dlq: Slot<DlqMsg>,
     pub dispatcher: Slot<DispatcherMsg>,
 }
 
@@ -72,7 +82,7 @@ impl Supervisor {
     async fn spawn_child(
         child: Child,
         core: &Arc<Core>,
-        ingress: Option<&Slot<IngressMsg>>,
+        peers: &Peers,
         supervisor: ActorCell,
     ) -> Result<ActorCell, ActorProcessingErr> {
         let cell = match child {
@@ -81,15 +91,28 @@ impl Supervisor {
                     Actor::spawn_linked(None, Ingress, Arc::clone(core), supervisor).await?;
                 actor.get_cell()
             }
-            Child::Dispatcher => {
+            Child::DlqKeeper => {
                 let (actor, _) =
-                    Actor::spawn_linked(None, Dispatcher, Arc::clone(core), supervisor).await?;
+                    Actor::spawn_linked(None, DlqKeeper, Arc::clone(core), supervisor).await?;
+                actor.get_cell()
+            }
+            Child::Dispatcher => {
+                let dlq = peers
+                    .dlq
+                    .clone()
+                    .ok_or("the DLQ keeper must start before the dispatcher")?;
+                let args = DispatcherArgs {
+                    core: Arc::clone(core),
+                    dlq,
+                };
+                let (actor, _) = Actor::spawn_linked(None, Dispatcher, args, supervisor).await?;
                 actor.get_cell()
             }
             Child::Verifier(_) => {
-                let ingress = ingress
-                    .ok_or("the ingress must start before the verifiers")?
-                    .clone();
+                let ingress = peers
+                    .ingress
+                    .clone()
+                    .ok_or("the ingress must start before the verifiers")?;
                 let args = VerifierArgs {
                     core: Arc::clone(core),
                     ingress,
@@ -125,25 +148,33 @@ impl Actor for Supervisor {
         (core, ready): Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         let mut roles = HashMap::new();
-        let ingress_cell =
-            Self::spawn_child(Child::Ingress, &core, None, myself.get_cell()).await?;
-        roles.insert(ingress_cell.get_id(), Child::Ingress);
-        let ingress = Slot::new(ActorRef::<IngressMsg>::from(ingress_cell));
+        let mut peers = Peers::default();
+        let parent = myself.get_cell();
+        // Order matters: each child's peers start before it.
+        let cell = Self::spawn_child(Child::Ingress, &core, &peers, parent.clone()).await?;
+        roles.insert(cell.get_id(), Child::Ingress);
+        let ingress = Slot::new(ActorRef::<IngressMsg>::from(cell));
+        peers.ingress = Some(ingress.clone());
 
         let mut verifiers = Vec::new();
         for i in 0..core.settings.verifier_workers.max(1) {
-            let cell =
-                Self::spawn_child(Child::Verifier(i), &core, Some(&ingress), myself.get_cell())
-                    .await?;
+            let cell = Self::spawn_child(Child::Verifier(i), &core, &peers, parent.clone()).await?;
             roles.insert(cell.get_id(), Child::Verifier(i));
             verifiers.push(Slot::new(ActorRef::<VerifierMsg>::from(cell)));
         }
-        let cell = Self::spawn_child(Child::Dispatcher, &core, None, myself.get_cell()).await?;
+
+        let cell = Self::spawn_child(Child::DlqKeeper, &core, &peers, parent.clone()).await?;
+        roles.insert(cell.get_id(), Child::DlqKeeper);
+        let dlq = Slot::new(ActorRef::<DlqMsg>::from(cell));
+        peers.dlq = Some(dlq.clone());
+
+        let cell = Self::spawn_child(Child::Dispatcher, &core, &peers, parent).await?;
         roles.insert(cell.get_id(), Child::Dispatcher);
         let dispatcher = Slot::new(ActorRef::<DispatcherMsg>::from(cell));
         let children = Children {
             ingress,
             verifiers,
+            dlq,
             dispatcher,
         };
         let _ = ready.send(children.clone());
@@ -200,12 +231,16 @@ impl Actor for Supervisor {
             return Ok(());
         }
         tracing::warn!(?child, %why, "child ended; restarting it");
-        let ingress = state.children.ingress.clone();
-        let cell = Self::spawn_child(child, &state.core, Some(&ingress), myself.get_cell()).await?;
+        let peers = Peers {
+            ingress: Some(state.children.ingress.clone()),
+            dlq: Some(state.children.dlq.clone()),
+        };
+        let cell = Self::spawn_child(child, &state.core, &peers, myself.get_cell()).await?;
         state.roles.insert(cell.get_id(), child);
         match child {
             Child::Ingress => state.children.ingress.replace(cell.into()),
             Child::Dispatcher => state.children.dispatcher.replace(cell.into()),
+            Child::DlqKeeper => state.children.dlq.replace(cell.into()),
             Child::Verifier(i) => {
                 if let Some(slot) = state.children.verifiers.get(i) {
                     slot.replace(cell.into());

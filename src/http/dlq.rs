@@ -3,8 +3,6 @@
 //! A DLQ entry's id is `{message id}.{destination}`. Retrying re-queues the delivery with a
 //! fresh round of `max_attempts`; its earlier attempts stay in its history.
 
-use std::time::SystemTime;
-
 use herald_actors::unix_ms;
 use herald_storage::{DeadCursor, DeadFilter, DeadLetter, DeliveryKey};
 use http::{HeaderMap, StatusCode};
@@ -65,14 +63,12 @@ pub async fn retry(app: &App, id: &str) -> Result<Resp, ApiError> {
     let key = parse_id(id)?;
     let requeued = app
         .herald
-        .store()
-        .requeue(vec![key], now_ms())
+        .dlq_retry(vec![key])
         .await
-        .map_err(unavailable)?;
+        .map_err(keeper_error)?;
     if requeued == 0 {
         return Err(ApiError::not_found(format_args!("dead delivery {id}")));
     }
-    app.herald.work_available();
     Ok(json(
         StatusCode::OK,
         &json!({"id": id, "status": "pending", "requeued": 1}),
@@ -94,37 +90,18 @@ pub async fn bulk_retry(app: &App, headers: &HeaderMap, body: Incoming) -> Resul
             .transpose()?,
         destination: req.destination,
     };
-    let keys = app
+    // The keeper answers with the count at once and re-queues large sets in the background.
+    let count = app
         .herald
-        .store()
-        .dead_keys(filter)
+        .dlq_bulk_retry(filter)
         .await
-        .map_err(unavailable)?;
-    let count = keys.len();
-    // Re-queue in chunks so no single commit grows without bound; large sets finish in the
-    // background after the answer, which already has the count.
-    let store = app.herald.store().clone();
-    let work = app.herald.core().work.clone();
-    let requeue = async move {
-        for chunk in keys.chunks(1000) {
-            if let Err(e) = store.requeue(chunk.to_vec(), now_ms()).await {
-                tracing::error!(error = %e, "bulk retry stopped");
-                return;
-            }
-            work.notify_one();
-        }
-    };
-    if count <= 1000 {
-        requeue.await;
-    } else {
-        tokio::spawn(requeue);
-    }
+        .map_err(keeper_error)?;
     Ok(json(StatusCode::OK, &json!({"requeued": count})))
 }
 
 pub async fn discard(app: &App, id: &str) -> Result<Resp, ApiError> {
     let key = parse_id(id)?;
-    let discarded = app.herald.store().discard(key).await.map_err(unavailable)?;
+    let discarded = app.herald.dlq_discard(key).await.map_err(keeper_error)?;
     if discarded {
         Ok(empty(StatusCode::NO_CONTENT))
     } else {
@@ -164,8 +141,9 @@ pub fn parse_time(field: &str, raw: &str) -> Result<u64, ApiError> {
         .map_err(|e| ApiError::invalid(field, format_args!("expected an RFC 3339 time: {e}")))
 }
 
-fn now_ms() -> u64 {
-    unix_ms(SystemTime::now())
+fn keeper_error(e: herald_actors::IngestError) -> ApiError {
+    tracing::error!(error = %e, "DLQ keeper");
+    ApiError::unavailable()
 }
 
 fn unavailable(e: herald_storage::StorageError) -> ApiError {

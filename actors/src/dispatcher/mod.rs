@@ -31,6 +31,8 @@ use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::delivery::ssrf::GuardedConnector;
+use crate::dlq::DlqMsg;
+use crate::slot::Slot;
 use crate::verifier::schemes::decode_whsec;
 use crate::{Core, Route, unix_ms};
 use breaker::{BreakerPolicy, Circuit, Transition};
@@ -186,8 +188,16 @@ pub fn circuit_to_record(circuit: &Circuit) -> CircuitRecord {
     }
 }
 
+#[derive(Debug)]
+pub struct DispatcherArgs {
+    pub core: Arc<Core>,
+    /// Where auto-recover requests go.
+    pub dlq: Slot<DlqMsg>,
+}
+
 pub struct DispatcherState {
     core: Arc<Core>,
+    dlq: Slot<DlqMsg>,
     client: HttpClient,
     destinations: HashMap<String, Destination>,
     in_flight: usize,
@@ -206,12 +216,12 @@ impl std::fmt::Debug for DispatcherState {
 impl Actor for Dispatcher {
     type Msg = DispatcherMsg;
     type State = DispatcherState;
-    type Arguments = Arc<Core>;
+    type Arguments = DispatcherArgs;
 
     async fn pre_start(
         &self,
         myself: ActorRef<Self::Msg>,
-        core: Arc<Core>,
+        DispatcherArgs { core, dlq }: DispatcherArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let settings = &core.settings.delivery;
         let now = now_ms();
@@ -245,6 +255,7 @@ impl Actor for Dispatcher {
         });
         Ok(DispatcherState {
             core,
+            dlq,
             client,
             destinations,
             in_flight: 0,
@@ -500,7 +511,10 @@ fn finish(
                 changed = true;
                 tracing::info!(destination = %key.destination, "circuit closed");
                 if settings.auto_recover {
-                    auto_recover(&state.core, key.destination.clone());
+                    let _ = state
+                        .dlq
+                        .get()
+                        .cast(DlqMsg::AutoRecover(key.destination.clone()));
                 }
             }
             changed |=
@@ -561,29 +575,6 @@ fn release(state: &mut DispatcherState, key: &DeliveryKey) {
     if let Some(dest) = state.destinations.get_mut(&key.destination) {
         dest.in_flight.remove(&key.message);
     }
-}
-
-/// Re-queues a destination's dead deliveries once its circuit closes again.
-fn auto_recover(core: &Arc<Core>, destination: String) {
-    let core = Arc::clone(core);
-    tokio::spawn(async move {
-        let filter = herald_storage::DeadFilter {
-            destination: Some(destination.clone()),
-            since_ms: None,
-        };
-        let requeued = match core.store.dead_keys(filter).await {
-            Ok(keys) if keys.is_empty() => return,
-            Ok(keys) => core.store.requeue(keys, now_ms()).await,
-            Err(e) => Err(e),
-        };
-        match requeued {
-            Ok(n) => {
-                tracing::info!(%destination, requeued = n, "auto-recover: dead deliveries re-queued");
-                core.work.notify_one();
-            }
-            Err(e) => tracing::error!(%destination, error = %e, "auto-recover failed"),
-        }
-    });
 }
 
 fn now_ms() -> u64 {

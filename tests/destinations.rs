@@ -1,0 +1,284 @@
+//! The destinations API end to end: CRUD, validation, the SSRF guard at creation, secret
+//! rotation with both signatures during the grace period, auto-recover.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::receiver::{Receiver, Reply};
+use common::{ADMIN_TOKEN, Server, destination, fast_delivery, std_headers_with};
+use reqwest::Method;
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+#[tokio::test]
+async fn create_read_update_delete() {
+    let receiver = Receiver::start().await;
+    let server = Server::start(&fast_delivery(3)).await;
+    let create = json!({"name": "billing", "url": receiver.url("/b"), "sources": ["std"], "event_types": ["invoice.*"]});
+    let (status, created) = server
+        .api_send(Method::POST, "/v1/destinations", Some(create.clone()))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["name"], "billing");
+    assert_eq!(created["enabled"], true);
+    assert_eq!(created["circuit"]["state"], "closed");
+    let secret = created["secret"].as_str().unwrap().to_owned();
+    assert!(
+        secret.starts_with("whsec_"),
+        "a secret is generated and shown once"
+    );
+
+    let (status, again) = server
+        .api_send(Method::POST, "/v1/destinations", Some(create))
+        .await;
+    assert_eq!(
+        (status, again["error"]["code"].as_str()),
+        (409, Some("conflict"))
+    );
+
+    let (status, got) = server
+        .api_get("/v1/destinations/billing", ADMIN_TOKEN)
+        .await;
+    assert_eq!(status, 200);
+    assert!(got.get("secret").is_none(), "GET never shows the secret");
+    let (_, list) = server.api_get("/v1/destinations", ADMIN_TOKEN).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+
+    // It routes at once: an invoice goes there, a payment does not.
+    let invoice = server
+        .accept_std("evt_inv", br#"{"type":"invoice.paid"}"#)
+        .await;
+    let payment = server
+        .accept_std("evt_pay", br#"{"type":"payment.ok"}"#)
+        .await;
+    server.wait_delivery(&invoice, "succeeded", WAIT).await;
+    let got = receiver.wait_for(1, WAIT).await;
+    let sig = std_headers_with(
+        &secret,
+        &invoice,
+        got[0].headers["webhook-timestamp"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap(),
+        &got[0].body,
+    );
+    assert_eq!(
+        got[0].headers["webhook-signature"].to_str().unwrap(),
+        sig[2].1,
+        "signed with the secret shown at creation"
+    );
+    let (_, msg) = server
+        .api_get(&format!("/v1/messages/{payment}"), ADMIN_TOKEN)
+        .await;
+    assert!(msg["deliveries"].as_array().unwrap().is_empty());
+
+    let (status, patched) = server
+        .api_send(
+            Method::PATCH,
+            "/v1/destinations/billing",
+            Some(json!({"event_types": ["payment.*"], "rate_limit_per_sec": 10})),
+        )
+        .await;
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(patched["event_types"], json!(["payment.*"]));
+    assert_eq!(patched["rate_limit_per_sec"], 10);
+    let later = server
+        .accept_std("evt_pay2", br#"{"type":"payment.ok"}"#)
+        .await;
+    server.wait_delivery(&later, "succeeded", WAIT).await;
+
+    let (status, _) = server
+        .api_send(Method::DELETE, "/v1/destinations/billing", None)
+        .await;
+    assert_eq!(status, 204);
+    let (status, _) = server
+        .api_get("/v1/destinations/billing", ADMIN_TOKEN)
+        .await;
+    assert_eq!(status, 404);
+    let (status, _) = server
+        .api_send(Method::DELETE, "/v1/destinations/billing", None)
+        .await;
+    assert_eq!(status, 404);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bad_destinations_are_refused_naming_the_field() {
+    let server = Server::start("").await; // allow_private_destinations = false
+    let cases = [
+        (
+            json!({"name": "x", "url": "http://127.0.0.1:9000/"}),
+            "destination_not_allowed",
+        ),
+        (
+            json!({"name": "x", "url": "http://169.254.169.254/latest"}),
+            "destination_not_allowed",
+        ),
+        (
+            json!({"name": "x", "url": "http://[::ffff:10.0.0.1]/"}),
+            "destination_not_allowed",
+        ),
+        (
+            json!({"name": "x", "url": "http://2130706433/"}),
+            "destination_not_allowed",
+        ),
+        (
+            json!({"name": "x", "url": "ftp://example.com/"}),
+            "destination_not_allowed",
+        ),
+        (
+            json!({"name": "x", "url": "http://localhost/"}),
+            "destination_not_allowed",
+        ),
+        (
+            json!({"name": "Bad Name", "url": "http://example.com/"}),
+            "invalid_request",
+        ),
+        (
+            json!({"name": "x", "url": "http://example.com/", "channel": "pigeon"}),
+            "invalid_request",
+        ),
+        (
+            json!({"name": "x", "url": "http://example.com/", "sources": ["nope"]}),
+            "invalid_request",
+        ),
+        (
+            json!({"name": "x", "url": "http://example.com/", "secret": "plain"}),
+            "invalid_request",
+        ),
+        (json!({"name": "x"}), "invalid_request"),
+        (
+            json!({"name": 5, "url": "http://example.com/"}),
+            "invalid_request",
+        ),
+    ];
+    for (body, code) in cases {
+        let (status, json) = server
+            .api_send(Method::POST, "/v1/destinations", Some(body.clone()))
+            .await;
+        assert_eq!(
+            (status, json["error"]["code"].as_str()),
+            (400, Some(code)),
+            "{body} -> {json}"
+        );
+    }
+    let resp = server
+        .http
+        .post(server.api_url("/v1/destinations"))
+        .bearer_auth(ADMIN_TOKEN)
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let (_, list) = server.api_get("/v1/destinations", ADMIN_TOKEN).await;
+    assert!(
+        list["items"].as_array().unwrap().is_empty(),
+        "nothing was stored"
+    );
+    let (status, _) = server
+        .http
+        .post(server.api_url("/v1/destinations"))
+        .bearer_auth("test-reader-token")
+        .json(&json!({"name": "x", "url": "http://example.com/"}))
+        .send()
+        .await
+        .map(|r| (r.status().as_u16(), ()))
+        .unwrap();
+    assert_eq!(status, 403);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn rotation_signs_with_both_secrets_during_the_grace_period() {
+    let receiver = Receiver::start().await;
+    let server = Server::start(&(fast_delivery(3) + &destination("rot", &receiver.url("/")))).await;
+    let (status, rotated) = server
+        .api_send(
+            Method::POST,
+            "/v1/destinations/rot/rotate-secret",
+            Some(json!({"grace_secs": 3600})),
+        )
+        .await;
+    assert_eq!(status, 200, "{rotated}");
+    let new_secret = rotated["secret"].as_str().unwrap().to_owned();
+    assert!(rotated["previous_secret_valid_until"].is_string());
+
+    let id = server.accept_std("evt_rot", br#"{"type":"x"}"#).await;
+    server.wait_delivery(&id, "succeeded", WAIT).await;
+    let got = receiver.received();
+    let ts: i64 = got[0].headers["webhook-timestamp"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let header = got[0].headers["webhook-signature"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let signatures: Vec<&str> = header.split(' ').collect();
+    assert_eq!(signatures.len(), 2, "{header}");
+    let with_new = std_headers_with(&new_secret, &id, ts, &got[0].body)[2]
+        .1
+        .clone();
+    let with_old = std_headers_with(common::STD_SECRET, &id, ts, &got[0].body)[2]
+        .1
+        .clone();
+    assert!(signatures.contains(&with_new.as_str()));
+    assert!(signatures.contains(&with_old.as_str()));
+
+    // With no grace, only the new secret signs.
+    let (_, rotated) = server
+        .api_send(
+            Method::POST,
+            "/v1/destinations/rot/rotate-secret",
+            Some(json!({"grace_secs": 0})),
+        )
+        .await;
+    let newest = rotated["secret"].as_str().unwrap().to_owned();
+    let id = server.accept_std("evt_rot2", br#"{"type":"x"}"#).await;
+    server.wait_delivery(&id, "succeeded", WAIT).await;
+    let got = receiver.received();
+    let last = got.last().unwrap();
+    let ts: i64 = last.headers["webhook-timestamp"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let only = std_headers_with(&newest, &id, ts, &last.body)[2].1.clone();
+    assert_eq!(last.headers["webhook-signature"].to_str().unwrap(), only);
+    let (status, _) = server
+        .api_send(Method::POST, "/v1/destinations/nope/rotate-secret", None)
+        .await;
+    assert_eq!(status, 404);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn dead_deliveries_are_recovered_when_the_circuit_closes() {
+    let receiver = Receiver::start().await;
+    receiver.default_reply(Reply::status(500));
+    let config = fast_delivery(1)
+        + "[circuit_breaker]\nfailure_threshold = 2\nopen_ms = 500\n"
+        + &destination("recover", &receiver.url("/"));
+    let server = Server::start(&config).await;
+    let first = server.accept_std("evt_r1", br#"{"type":"x"}"#).await;
+    let second = server.accept_std("evt_r2", br#"{"type":"x"}"#).await;
+    server.wait_delivery(&first, "dead", WAIT).await;
+    server.wait_delivery(&second, "dead", WAIT).await;
+
+    // The receiver recovers; a new message is the half-open probe, and its success closes the
+    // circuit, which re-queues the two dead ones.
+    receiver.default_reply(Reply::status(200));
+    let third = server.accept_std("evt_r3", br#"{"type":"x"}"#).await;
+    server.wait_delivery(&third, "succeeded", WAIT).await;
+    server.wait_delivery(&first, "succeeded", WAIT).await;
+    server.wait_delivery(&second, "succeeded", WAIT).await;
+    let (_, dlq) = server.api_get("/v1/dlq", ADMIN_TOKEN).await;
+    assert!(dlq["items"].as_array().unwrap().is_empty());
+    server.stop().await;
+}
