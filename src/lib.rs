@@ -175,6 +175,11 @@ fn settings(config: &Config) -> anyhow::Result<Settings> {
                 name: s.name.clone(),
                 rule,
                 rate_limit_per_sec: s.rate_limit_per_sec,
+                suppress_on: s
+                    .suppress_on
+                    .iter()
+                    .map(|(event_type, reason)| (event_type.clone(), reason.as_str().to_owned()))
+                    .collect(),
             })
         })
         .collect::<anyhow::Result<_>>()?;

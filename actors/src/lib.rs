@@ -31,6 +31,7 @@ pub mod ingress;
 pub mod routing;
 pub mod slot;
 pub mod supervisor;
+pub mod suppression;
 pub mod verifier;
 
 use std::collections::HashMap;
@@ -77,12 +78,15 @@ pub struct SourceSettings {
     pub name: String,
     pub rule: SourceRule,
     pub rate_limit_per_sec: Option<NonZeroU32>,
+    /// Event type → suppression reason: the feedback loop (bounces, complaints).
+    pub suppress_on: std::collections::BTreeMap<String, String>,
 }
 
 /// A configured source at run time.
 pub struct Source {
     pub name: String,
     pub rule: SourceRule,
+    pub suppress_on: std::collections::BTreeMap<String, String>,
     limiter: Option<DefaultDirectRateLimiter>,
 }
 
@@ -91,6 +95,7 @@ impl std::fmt::Debug for Source {
         f.debug_struct("Source")
             .field("name", &self.name)
             .field("rule", &self.rule)
+            .field("suppress_on", &self.suppress_on)
             .field("rate_limited", &self.limiter.is_some())
             .finish()
     }
@@ -211,6 +216,7 @@ impl Herald {
                 let source = Source {
                     name: s.name.clone(),
                     rule: s.rule.clone(),
+                    suppress_on: s.suppress_on.clone(),
                     limiter: s
                         .rate_limit_per_sec
                         .map(|rate| RateLimiter::direct(Quota::per_second(rate))),
@@ -315,6 +321,7 @@ impl Herald {
             },
             body: message.body,
             destinations,
+            suppress: None,
         };
         let timeout = self.core.settings.request_timeout;
         match self

@@ -1,7 +1,8 @@
 //! The root supervisor: starts every child linked, restarts one that fails, and gives up
 //! (stops itself, which `main` treats as fatal) when restarts exceed the budget.
 //!
-//! Children, in start order: the ingress, the verifier pool, the DLQ keeper, the dispatcher.
+//! Children, in start order: the ingress, the verifier pool, the DLQ keeper, the suppression
+//! registry, the dispatcher.
 //!
 //! ractor has no built-in restart strategy, and the default supervision handler stops the
 //! parent when a child ends, so this actor implements one-for-one restarts itself. A restart
@@ -22,6 +23,7 @@ use crate::dispatcher::{Dispatcher, DispatcherArgs, DispatcherMsg};
 use crate::dlq::{DlqKeeper, DlqMsg};
 use crate::ingress::{Ingress, IngressMsg};
 use crate::slot::Slot;
+use crate::suppression::SuppressionRegistry;
 use crate::verifier::{Verifier, VerifierArgs, VerifierMsg};
 
 /// At most this many restarts within [`RESTART_WINDOW`]; one more and the supervisor stops.
@@ -35,6 +37,7 @@ enum Child {
     Verifier(usize),
     DlqKeeper,
     Dispatcher,
+    SuppressionRegistry,
 }
 
 /// The slots a child may need to reach its peers; filled in as they start.
@@ -89,6 +92,12 @@ impl Supervisor {
             Child::Ingress => {
                 let (actor, _) =
                     Actor::spawn_linked(None, Ingress, Arc::clone(core), supervisor).await?;
+                actor.get_cell()
+            }
+            Child::SuppressionRegistry => {
+                let (actor, _) =
+                    Actor::spawn_linked(None, SuppressionRegistry, Arc::clone(core), supervisor)
+                        .await?;
                 actor.get_cell()
             }
             Child::DlqKeeper => {
@@ -168,6 +177,10 @@ impl Actor for Supervisor {
         let dlq = Slot::new(ActorRef::<DlqMsg>::from(cell));
         peers.dlq = Some(dlq.clone());
 
+        let cell =
+            Self::spawn_child(Child::SuppressionRegistry, &core, &peers, parent.clone()).await?;
+        roles.insert(cell.get_id(), Child::SuppressionRegistry);
+
         let cell = Self::spawn_child(Child::Dispatcher, &core, &peers, parent).await?;
         roles.insert(cell.get_id(), Child::Dispatcher);
         let dispatcher = Slot::new(ActorRef::<DispatcherMsg>::from(cell));
@@ -241,6 +254,8 @@ impl Actor for Supervisor {
             Child::Ingress => state.children.ingress.replace(cell.into()),
             Child::Dispatcher => state.children.dispatcher.replace(cell.into()),
             Child::DlqKeeper => state.children.dlq.replace(cell.into()),
+            // Nobody sends to the registry; its timer lives inside it.
+            Child::SuppressionRegistry => {}
             Child::Verifier(i) => {
                 if let Some(slot) = state.children.verifiers.get(i) {
                     slot.replace(cell.into());

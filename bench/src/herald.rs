@@ -2,9 +2,11 @@
 //!
 //! Herald is started exactly as an operator would start it (`herald serve --config FILE`) with a
 //! throwaway config in a temp dir: ports 0, a fresh redb file, one `standard-webhooks` source
-//! named `bench` whose secret is the bench's. Its bound ingest address is learned from its log
-//! line `ingest listening on ADDR`, read from stdout and stderr alike; both pipes keep being
-//! drained for the child's whole life so herald never blocks writing a log line.
+//! named `bench` whose secret is the bench's, and for `deliver` one destination `sink` (every
+//! source) plus the delivery settings that benchmark needs. Its bound ingest address is learned
+//! from its log line `ingest listening on ADDR` (and the API's from `api listening on ADDR`),
+//! read from stdout and stderr alike; both pipes keep being drained for the child's whole life
+//! so herald never blocks writing a log line.
 //!
 //! Memory is read from `/proc/<pid>/status`: `VmRSS` sampled while the load runs and `VmHWM`
 //! (the kernel's own peak-RSS mark) at the end, before herald is asked to stop with SIGTERM so
@@ -31,8 +33,14 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Log lines kept for the error message if herald fails.
 const LOG_TAIL_LINES: usize = 40;
+/// WARN/ERROR lines kept from the start of the run: the first ones are the evidence.
+const FIRST_WARNINGS: usize = 20;
 /// The line herald prints once its ingest listener is bound.
 const INGEST_MARKER: &str = "ingest listening on ";
+/// The line herald prints once its API listener is bound.
+const API_MARKER: &str = "api listening on ";
+/// The admin token written into the config.
+pub const API_TOKEN: &str = "bench-token-123";
 
 /// Counts and the tail of what herald logged.
 #[derive(Debug, Default)]
@@ -40,6 +48,16 @@ struct LogState {
     tail: VecDeque<String>,
     lines: u64,
     warn_or_error_lines: u64,
+    first_warnings: Vec<String>,
+    api_addr: Option<SocketAddr>,
+}
+
+/// A destination for `deliver`: every message of every source goes to `url`.
+#[derive(Debug, Clone)]
+pub struct Sink {
+    pub url: String,
+    /// Outbound signing secret, `whsec_<base64>`.
+    pub secret: String,
 }
 
 /// A running herald child plus its temp dir (removed on drop).
@@ -62,11 +80,43 @@ pub struct HeraldExit {
     pub killed: bool,
     pub log_lines: u64,
     pub warn_or_error_lines: u64,
+    /// The first WARN/ERROR lines of the run.
+    pub first_warnings: Vec<String>,
     pub log_tail: Vec<String>,
 }
 
+/// Delivery settings written with a sink.
+const DELIVERY_TOML: &str = r"
+[delivery]
+allow_private_destinations = true
+max_attempts = 100
+backoff_base_ms = 200
+backoff_max_ms = 2000
+
+[circuit_breaker]
+failure_threshold = 1000000
+";
+
 /// The config herald is started with. The server rejects unknown keys, so this is exactly it.
-fn config_toml(db_path: &Path, secret: &str) -> String {
+///
+/// With a sink, delivery is tuned for the benchmark: private destinations allowed (the
+/// receiver is on loopback), 100 attempts with backoff 200 ms … 2 s so a receiver that is down
+/// for a while loses nothing, and a circuit breaker that never opens in practice.
+fn config_toml(db_path: &Path, secret: &str, sink: Option<&Sink>) -> String {
+    let delivery = if sink.is_some() { DELIVERY_TOML } else { "" };
+    let destinations = sink.map_or_else(String::new, |sink| {
+        format!(
+            r#"
+[[destinations]]
+name = "sink"
+url = "{url}"
+sources = ["*"]
+secret = "{secret}"
+"#,
+            url = toml_escape(&sink.url),
+            secret = toml_escape(&sink.secret),
+        )
+    });
     format!(
         r#"[server]
 ingest_listen = "127.0.0.1:0"
@@ -76,16 +126,16 @@ api_listen = "127.0.0.1:0"
 path = "{db}"
 
 [api]
-token = "bench-token-123"
+token = "{API_TOKEN}"
 
 [log]
 level = "warn,herald=info"
-
+{delivery}
 [[sources]]
 name = "bench"
 scheme = "standard-webhooks"
 secret = "{secret}"
-"#,
+{destinations}"#,
         db = toml_escape(&db_path.to_string_lossy()),
         secret = toml_escape(secret),
     )
@@ -131,7 +181,12 @@ fn strip_ansi(line: &str) -> String {
 
 /// Finds `ingest listening on ADDR` in a log line and parses `ADDR`.
 fn parse_ingest_addr(line: &str) -> Option<SocketAddr> {
-    let rest = &line[line.find(INGEST_MARKER)? + INGEST_MARKER.len()..];
+    parse_addr_after(line, INGEST_MARKER)
+}
+
+/// Finds `MARKER ADDR` in a log line and parses `ADDR`.
+fn parse_addr_after(line: &str, marker: &str) -> Option<SocketAddr> {
+    let rest = &line[line.find(marker)? + marker.len()..];
     let token = rest
         .split(|c: char| c.is_whitespace() || c == ',' || c == '"')
         .find(|t| !t.is_empty())?;
@@ -160,8 +215,14 @@ fn spawn_log_reader(
             }
             let Ok(mut state) = log.lock() else { break };
             state.lines += 1;
+            if state.api_addr.is_none() {
+                state.api_addr = parse_addr_after(&line, API_MARKER);
+            }
             if line.contains("WARN") || line.contains("ERROR") {
                 state.warn_or_error_lines += 1;
+                if state.first_warnings.len() < FIRST_WARNINGS {
+                    state.first_warnings.push(line.clone());
+                }
             }
             if state.tail.len() == LOG_TAIL_LINES {
                 state.tail.pop_front();
@@ -190,8 +251,8 @@ pub fn proc_status_kib(pid: u32, key: &str) -> Result<u64> {
 
 impl Herald {
     /// Writes a config to a fresh temp dir, starts `binary serve --config …` and waits until it
-    /// logs its ingest address (or exits, or 30 s pass).
-    pub async fn start(binary: &Path, secret: &str) -> Result<Self> {
+    /// logs its ingest address (or exits, or 30 s pass). With `sink`, herald delivers there.
+    pub async fn start(binary: &Path, secret: &str, sink: Option<&Sink>) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("herald-bench-")
             .tempdir()
@@ -199,7 +260,7 @@ impl Herald {
         let config_path = dir.path().join("config.toml");
         std::fs::write(
             &config_path,
-            config_toml(&dir.path().join("herald.redb"), secret),
+            config_toml(&dir.path().join("herald.redb"), secret, sink),
         )
         .with_context(|| format!("writing {}", config_path.display()))?;
 
@@ -274,6 +335,23 @@ impl Herald {
         self.ingest_addr
     }
 
+    /// The API address, once herald has logged it (right after the ingest one).
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.log
+            .lock()
+            .ok()?
+            .api_addr
+            .filter(|a| a.ip().is_loopback())
+    }
+
+    /// WARN/ERROR lines so far, and the first of them.
+    pub fn warnings(&self) -> (u64, Vec<String>) {
+        self.log
+            .lock()
+            .map(|s| (s.warn_or_error_lines, s.first_warnings.clone()))
+            .unwrap_or_default()
+    }
+
     /// Whether herald has exited already (it should not have, mid-benchmark).
     pub fn exited(&mut self) -> Result<Option<ExitStatus>> {
         Ok(self.child.try_wait()?)
@@ -332,6 +410,7 @@ impl Herald {
             killed,
             log_lines: state.lines,
             warn_or_error_lines: state.warn_or_error_lines,
+            first_warnings: state.first_warnings.clone(),
             log_tail: state.tail.iter().cloned().collect(),
         })
     }
@@ -370,11 +449,47 @@ mod tests {
 
     #[test]
     fn config_is_the_documented_one() {
-        let cfg = config_toml(Path::new("/tmp/x\"y/herald.redb"), "whsec_abc");
+        let cfg = config_toml(Path::new("/tmp/x\"y/herald.redb"), "whsec_abc", None);
         assert!(cfg.contains(r#"path = "/tmp/x\"y/herald.redb""#));
         assert!(cfg.contains(r#"secret = "whsec_abc""#));
+        assert!(cfg.contains(r#"token = "bench-token-123""#));
         assert!(cfg.contains("[[sources]]\nname = \"bench\"\nscheme = \"standard-webhooks\""));
         assert!(!cfg.contains("rate_limit"));
+        assert!(!cfg.contains("[delivery]"));
+        assert!(!cfg.contains("[[destinations]]"));
+    }
+
+    #[test]
+    fn config_with_a_sink_delivers_everything_there() {
+        let sink = Sink {
+            url: "http://127.0.0.1:4321/hooks".to_owned(),
+            secret: "whsec_out".to_owned(),
+        };
+        let cfg = config_toml(Path::new("/tmp/h.redb"), "whsec_in", Some(&sink));
+        for needle in [
+            "[delivery]\nallow_private_destinations = true\nmax_attempts = 100\n\
+             backoff_base_ms = 200\nbackoff_max_ms = 2000\n",
+            "[circuit_breaker]\nfailure_threshold = 1000000\n",
+            "[[destinations]]\nname = \"sink\"\nurl = \"http://127.0.0.1:4321/hooks\"\n\
+             sources = [\"*\"]\nsecret = \"whsec_out\"\n",
+            "[[sources]]\nname = \"bench\"\nscheme = \"standard-webhooks\"\nsecret = \"whsec_in\"\n",
+        ] {
+            assert!(cfg.contains(needle), "missing {needle:?} in\n{cfg}");
+        }
+        // Tables come before the arrays of tables, each key once.
+        assert!(cfg.find("[delivery]") < cfg.find("[[sources]]"));
+        assert_eq!(cfg.matches("max_attempts").count(), 1);
+    }
+
+    #[test]
+    fn finds_api_addr_in_log_lines() -> Result<()> {
+        let line = "2026-01-01T00:00:00Z  INFO herald: api listening on 127.0.0.1:40001";
+        assert_eq!(
+            parse_addr_after(line, API_MARKER),
+            Some("127.0.0.1:40001".parse()?)
+        );
+        assert_eq!(parse_addr_after(line, INGEST_MARKER), None);
+        Ok(())
     }
 
     #[test]

@@ -152,6 +152,8 @@ pub async fn run(opts: IngestOptions) -> Result<()> {
             duration: opts.duration,
             body_bytes: opts.body_bytes,
             signer: signer.clone(),
+            max_requests: None,
+            record_accepted: false,
         })
     };
 
@@ -163,7 +165,7 @@ pub async fn run(opts: IngestOptions) -> Result<()> {
     eprintln!("{}\n", bare.summary());
 
     eprintln!("[2/2] herald ({})…", binary.display());
-    let mut herald = Herald::start(&binary, BENCH_SECRET).await?;
+    let mut herald = Herald::start(&binary, BENCH_SECRET, None).await?;
     eprintln!(
         "herald pid {} ingest on {}",
         herald.pid(),

@@ -13,10 +13,17 @@
 //!
 //! Every loop is bounded: connections stop starting requests at the end of the window, every
 //! connect and request has a timeout, and the whole run has a hard deadline on top.
+//!
+//! Two options serve `deliver`: a request budget (`max_requests`: stop after that many requests
+//! in all, `duration` then only caps the time; the window is the whole run, and req/s is 2xx
+//! responses ÷ the run's actual length), and `record_accepted`, which keeps the message id of
+//! every `202` (`{"id":"msg_…","status":"accepted"}`, warm-up included) with the instant its
+//! request was sent, so deliveries can be matched to it later.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -27,7 +34,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep, timeout};
 
@@ -94,6 +101,36 @@ pub struct LoadConfig {
     pub duration: Duration,
     pub body_bytes: usize,
     pub signer: Signer,
+    /// Stop after this many requests over all connections; `duration` is then only a cap.
+    pub max_requests: Option<u64>,
+    /// Keep herald's message id of every `202` with the instant its request was sent.
+    pub record_accepted: bool,
+}
+
+/// One `202`: the id herald gave the message and when its request was sent.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    pub id: String,
+    pub sent: Instant,
+}
+
+/// A run's report plus what `deliver` needs to match deliveries to requests.
+#[derive(Debug)]
+pub struct LoadRun {
+    pub report: LoadReport,
+    /// Every `202` of the run (warm-up and the last in-flight requests included), if recorded.
+    pub accepted: Vec<Accepted>,
+    /// `202`s whose body had no readable `id` (so they cannot be matched).
+    pub accepted_without_id: u64,
+    pub measure_start: Instant,
+    /// The end of the window: its planned end, or in count mode when the last request ended.
+    pub measure_end: Instant,
+}
+
+/// The part of herald's `202` body the bench reads.
+#[derive(Deserialize)]
+struct AcceptedBody {
+    id: String,
 }
 
 /// What one run measured. Latencies are in milliseconds.
@@ -164,6 +201,8 @@ struct ConnStats {
     non_2xx: BTreeMap<u16, u64>,
     transport_errors: BTreeMap<String, u64>,
     reconnects: u64,
+    accepted: Vec<Accepted>,
+    accepted_without_id: u64,
 }
 
 impl ConnStats {
@@ -176,6 +215,8 @@ impl ConnStats {
             non_2xx: BTreeMap::new(),
             transport_errors: BTreeMap::new(),
             reconnects: 0,
+            accepted: Vec::new(),
+            accepted_without_id: 0,
         })
     }
 
@@ -209,6 +250,8 @@ impl ConnStats {
             *self.transport_errors.entry(k).or_default() += v;
         }
         self.reconnects += other.reconnects;
+        self.accepted.extend(other.accepted);
+        self.accepted_without_id += other.accepted_without_id;
         Ok(())
     }
 }
@@ -219,10 +262,34 @@ struct Plan {
     run_id: String,
     measure_start: Instant,
     end: Instant,
+    /// Requests left to send, in count mode.
+    remaining: Option<AtomicU64>,
+}
+
+impl Plan {
+    /// Takes one request from the budget; false once it is spent (never false without one).
+    fn claim(&self) -> bool {
+        self.remaining.as_ref().is_none_or(|r| {
+            r.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+        })
+    }
+
+    /// Gives back a claimed request that was not sent after all.
+    fn unclaim(&self) {
+        if let Some(r) = &self.remaining {
+            r.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Runs the load and returns what the measured window saw.
 pub async fn run(cfg: LoadConfig) -> Result<LoadReport> {
+    Ok(run_detailed(cfg).await?.report)
+}
+
+/// Runs the load and returns the report plus the recorded `202`s and the window's bounds.
+pub async fn run_detailed(cfg: LoadConfig) -> Result<LoadRun> {
     if cfg.connections == 0 {
         bail!("need at least one connection");
     }
@@ -239,9 +306,12 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport> {
     sign::padded_body(&longest_id, cfg.body_bytes)?;
 
     let start = Instant::now();
-    let measure_start = start + cfg.warmup;
+    // In count mode there is no warm-up: every request is part of the run.
+    let counted = cfg.max_requests.is_some();
+    let measure_start = if counted { start } else { start + cfg.warmup };
     let end = measure_start + cfg.duration;
     let plan = Arc::new(Plan {
+        remaining: cfg.max_requests.map(AtomicU64::new),
         cfg,
         run_id: sign::run_id(),
         measure_start,
@@ -262,11 +332,16 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport> {
             .context("a connection task panicked")??;
         total.merge(stats)?;
     }
+    let measure_end = if counted {
+        Instant::now().min(end)
+    } else {
+        end
+    };
 
-    let secs = plan.cfg.duration.as_secs_f64();
+    let secs = (measure_end - measure_start).as_secs_f64().max(1e-9);
     let h = &total.latency_us;
     let ms = |micros: u64| to_f64(micros) / 1000.0;
-    Ok(LoadReport {
+    let report = LoadReport {
         connections: plan.cfg.connections,
         body_bytes: plan.cfg.body_bytes,
         measured_secs: secs,
@@ -281,6 +356,13 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport> {
         non_2xx: total.non_2xx,
         transport_errors: total.transport_errors,
         reconnects: total.reconnects,
+    };
+    Ok(LoadRun {
+        report,
+        accepted: total.accepted,
+        accepted_without_id: total.accepted_without_id,
+        measure_start,
+        measure_end,
     })
 }
 
@@ -364,11 +446,15 @@ async fn connection_loop(conn: usize, plan: Arc<Plan>) -> Result<ConnStats> {
             }
         };
 
+        if !plan.claim() {
+            break;
+        }
         // Signing is the generator's work, not the server's: do it before the clock starts.
         let req = build_request(&plan, conn, n)?;
         n += 1;
         if !matches!(timeout(REQUEST_TIMEOUT, s.ready()).await, Ok(Ok(()))) {
             // The server closed the idle connection; reconnect on the next turn.
+            plan.unclaim();
             continue;
         }
 
@@ -376,16 +462,25 @@ async fn connection_loop(conn: usize, plan: Arc<Plan>) -> Result<ConnStats> {
         let outcome = timeout(REQUEST_TIMEOUT, async {
             let resp = s.send_request(req).await?;
             let status = resp.status();
-            resp.into_body().collect().await?;
-            Ok::<_, hyper::Error>(status)
+            let body = resp.into_body().collect().await?.to_bytes();
+            Ok::<_, hyper::Error>((status, body))
         })
         .await;
         let done = Instant::now();
 
         match outcome {
-            Ok(Ok(status)) => {
+            Ok(Ok((status, body))) => {
                 if in_window(done) {
                     seen.response(status, done - started);
+                }
+                if plan.cfg.record_accepted && status == StatusCode::ACCEPTED {
+                    match serde_json::from_slice::<AcceptedBody>(&body) {
+                        Ok(b) => seen.accepted.push(Accepted {
+                            id: b.id,
+                            sent: started,
+                        }),
+                        Err(_) => seen.accepted_without_id += 1,
+                    }
                 }
                 sender = Some(s);
             }
@@ -437,6 +532,8 @@ mod tests {
             duration: Duration::from_millis(500),
             body_bytes: 1024,
             signer: Signer::from_secret(sign::BENCH_SECRET)?,
+            max_requests: None,
+            record_accepted: false,
         })
         .await?;
         server.stop().await?;
@@ -444,6 +541,34 @@ mod tests {
         assert_eq!(report.errors(), 0, "{}", report.summary());
         assert_eq!(report.duplicates, 0);
         assert!(report.p50_ms <= report.p99_ms && report.p99_ms <= report.max_ms);
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn count_mode_sends_exactly_the_budget_and_records_ids() -> Result<()> {
+        let server = BareServer::start("127.0.0.1:0".parse()?, 1)?;
+        let url = format!("http://{}/webhooks/bench", server.addr());
+        let run = run_detailed(LoadConfig {
+            target: Target::parse(&url)?,
+            connections: 8,
+            warmup: Duration::from_secs(1),
+            duration: Duration::from_secs(30),
+            body_bytes: 1024,
+            signer: Signer::from_secret(sign::BENCH_SECRET)?,
+            max_requests: Some(500),
+            record_accepted: true,
+        })
+        .await?;
+        server.stop().await?;
+        let report = &run.report;
+        assert_eq!(report.successes, 500, "{}", report.summary());
+        assert_eq!(run.accepted.len(), 500);
+        assert_eq!(run.accepted_without_id, 0);
+        // The bare server answers `"id":"x"` to everything.
+        assert!(run.accepted.iter().all(|a| a.id == "x"));
+        assert!(run.measure_end > run.measure_start);
+        assert!(report.measured_secs < 30.0);
+        assert!(report.req_per_sec > 0.0);
         Ok(())
     }
 }

@@ -4,13 +4,17 @@
 //! - `bare`: the ceiling server on its own.
 //! - `load`: the load generator against any loopback URL.
 //! - `ingest`: both, back to back, then a table of herald against the ceiling.
+//! - `deliver`: end to end, through herald to an in-process receiver: steady-state throughput
+//!   and latency, then a backlog built while the receiver is down and drained when it returns.
 //!
 //! Traffic only ever goes to loopback addresses, and every run stops by itself.
 
 mod bare;
+mod deliver;
 mod herald;
 mod ingest;
 mod load;
+mod receiver;
 mod sign;
 
 use std::net::SocketAddr;
@@ -45,6 +49,9 @@ enum Command {
     Load(LoadArgs),
     /// Compare herald against the bare server: same load, same machine, same run.
     Ingest(IngestArgs),
+    /// Measure delivery end to end: steady state against an in-process receiver, then a backlog
+    /// built while the receiver is down.
+    Deliver(DeliverArgs),
 }
 
 /// Shape of the load, shared by `load` and `ingest`.
@@ -91,6 +98,24 @@ struct IngestArgs {
     json: bool,
 }
 
+#[derive(Debug, Args)]
+struct DeliverArgs {
+    /// The herald binary to benchmark.
+    #[arg(long, default_value = "target/release/herald")]
+    herald: PathBuf,
+    #[command(flatten)]
+    shape: Shape,
+    /// Webhooks sent while the receiver is down, in the backlog phase.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    backlog: u64,
+    /// How long the backlog may take to reach the receiver once it is up.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    drain_timeout_secs: u64,
+    /// Also print the figures as JSON on the last line of stdout.
+    #[arg(long)]
+    json: bool,
+}
+
 /// `u64` → `usize`; clap's ranges keep these far below either limit.
 fn to_usize(v: u64) -> Result<usize> {
     Ok(usize::try_from(v)?)
@@ -118,6 +143,8 @@ async fn main() -> Result<()> {
                 duration: Duration::from_secs(args.shape.duration_secs),
                 body_bytes: to_usize(args.shape.body_bytes)?,
                 signer: Signer::from_secret(&args.secret)?,
+                max_requests: None,
+                record_accepted: false,
             })
             .await?;
             println!("{}", report.summary());
@@ -132,6 +159,19 @@ async fn main() -> Result<()> {
                 duration: Duration::from_secs(args.shape.duration_secs),
                 warmup: Duration::from_secs(args.shape.warmup_secs),
                 body_bytes: to_usize(args.shape.body_bytes)?,
+                herald: args.herald,
+                json: args.json,
+            })
+            .await
+        }
+        Command::Deliver(args) => {
+            deliver::run(deliver::DeliverOptions {
+                connections: to_usize(args.shape.connections)?,
+                duration: Duration::from_secs(args.shape.duration_secs),
+                warmup: Duration::from_secs(args.shape.warmup_secs),
+                body_bytes: to_usize(args.shape.body_bytes)?,
+                backlog: args.backlog,
+                drain_timeout: Duration::from_secs(args.drain_timeout_secs),
                 herald: args.herald,
                 json: args.json,
             })

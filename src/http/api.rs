@@ -1,20 +1,21 @@
 //! The private API port: authenticated routes, health and readiness.
 //!
-//! Routing is a match on (method, path segments): every route of the port is visible here in
-//! one place. Each arm states the scope it needs.
+//! Routing is a match on (method, path segments), one small router per resource, so every
+//! route of the port is visible in this file. Each arm states the scope it needs.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::{Method, StatusCode};
+use http::{HeaderMap, Method, StatusCode};
 use hyper::Request;
 use hyper::body::Incoming;
 use serde_json::json;
 
 use super::App;
-use super::query::Query;
+use super::auth::Caller;
+use super::query::{Query, segment};
 use super::response::{ApiError, Resp, json};
-use super::{destinations, dlq, messages};
+use super::{destinations, dlq, messages, subjects};
 use crate::config::Scope;
 
 pub async fn route(app: Arc<App>, req: Request<Incoming>, _peer: SocketAddr) -> Resp {
@@ -23,99 +24,249 @@ pub async fn route(app: Arc<App>, req: Request<Incoming>, _peer: SocketAddr) -> 
         .unwrap_or_else(ApiError::into_response)
 }
 
+/// What every resource router gets.
+struct Call<'a> {
+    app: &'a App,
+    caller: Caller,
+    method: Method,
+    query: Query,
+    headers: HeaderMap,
+    body: Incoming,
+}
+
 async fn handle(app: &App, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
-    let method = req.method().clone();
 
     // Unauthenticated: probes for load balancers and orchestrators.
-    match (&method, segments.as_slice()) {
+    match (req.method(), segments.as_slice()) {
         (&Method::GET, ["healthz"]) => return Ok(json(StatusCode::OK, &json!({"status": "ok"}))),
-        (&Method::GET, ["readyz"]) => {
-            return Ok(if app.herald.store().is_ready().await {
-                json(StatusCode::OK, &json!({"status": "ready"}))
-            } else {
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "not_ready",
-                    "storage is not ready",
-                )
-                .into_response()
-            });
-        }
+        (&Method::GET, ["readyz"]) => return Ok(readiness(app).await),
         _ => {}
     }
 
     let caller = app.tokens.authenticate(req.headers())?;
     let query = Query::parse(req.uri().query());
     let (parts, body) = req.into_parts();
-    let headers = &parts.headers;
-    match (&method, segments.as_slice()) {
-        // messages
-        (&Method::GET, ["v1", "messages"]) => {
+    let call = Call {
+        app,
+        caller,
+        method: parts.method,
+        query,
+        headers: parts.headers,
+        body,
+    };
+    match segments.as_slice() {
+        ["v1", "messages", rest @ ..] => messages_routes(call, rest).await,
+        ["v1", "destinations", rest @ ..] => destinations_routes(call, rest).await,
+        ["v1", "dlq", rest @ ..] => dlq_routes(call, rest).await,
+        ["v1", "suppressions", rest @ ..] => suppressions_routes(call, rest).await,
+        ["v1", "preferences", rest @ ..] => preferences_routes(call, rest).await,
+        ["v1", "subjects", rest @ ..] => subjects_routes(call, rest).await,
+        ["v1", "audit"] if call.method == Method::GET => {
+            call.caller.require(Scope::Read)?;
+            subjects::list_audit(app, &call.query).await
+        }
+        _ => Err(ApiError::not_found(format_args!("route {path}"))),
+    }
+}
+
+async fn readiness(app: &App) -> Resp {
+    if app.herald.store().is_ready().await {
+        json(StatusCode::OK, &json!({"status": "ready"}))
+    } else {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "storage is not ready",
+        )
+        .into_response()
+    }
+}
+
+async fn messages_routes(c: Call<'_>, rest: &[&str]) -> Result<Resp, ApiError> {
+    let Call {
+        app,
+        caller,
+        method,
+        query,
+        headers,
+        body,
+    } = c;
+    match (method, rest) {
+        (Method::GET, []) => {
             caller.require(Scope::Read)?;
             messages::list(app, &query).await
         }
-        (&Method::POST, ["v1", "messages"]) => {
+        (Method::POST, []) => {
             caller.require(Scope::Publish)?;
-            messages::publish(app, headers, body).await
+            messages::publish(app, &headers, body).await
         }
-        (&Method::GET, ["v1", "messages", id]) => {
+        (Method::GET, [id]) => {
             caller.require(Scope::Read)?;
             messages::get(app, id).await
         }
-        (_, ["v1", "messages"] | ["v1", "messages", _]) => Err(ApiError::method_not_allowed()),
+        (_, [] | [_]) => Err(ApiError::method_not_allowed()),
+        _ => Err(ApiError::not_found("route")),
+    }
+}
 
-        // destinations
-        (&Method::GET, ["v1", "destinations"]) => {
+async fn destinations_routes(c: Call<'_>, rest: &[&str]) -> Result<Resp, ApiError> {
+    let Call {
+        app,
+        caller,
+        method,
+        headers,
+        body,
+        ..
+    } = c;
+    match (method, rest) {
+        (Method::GET, []) => {
             caller.require(Scope::Read)?;
             destinations::list(app).await
         }
-        (&Method::POST, ["v1", "destinations"]) => {
+        (Method::POST, []) => {
             caller.require(Scope::Write)?;
-            destinations::create(app, headers, body).await
+            destinations::create(app, &caller, &headers, body).await
         }
-        (&Method::GET, ["v1", "destinations", name]) => {
+        (Method::GET, [name]) => {
             caller.require(Scope::Read)?;
             destinations::get(app, name).await
         }
-        (&Method::PATCH, ["v1", "destinations", name]) => {
+        (Method::PATCH, [name]) => {
             caller.require(Scope::Write)?;
-            destinations::patch(app, name, headers, body).await
+            destinations::patch(app, &caller, name, &headers, body).await
         }
-        (&Method::DELETE, ["v1", "destinations", name]) => {
+        (Method::DELETE, [name]) => {
             caller.require(Scope::Write)?;
-            destinations::delete(app, name).await
+            destinations::delete(app, &caller, name).await
         }
-        (&Method::POST, ["v1", "destinations", name, "rotate-secret"]) => {
+        (Method::POST, [name, "rotate-secret"]) => {
             caller.require(Scope::Write)?;
-            destinations::rotate(app, name, headers, body).await
+            destinations::rotate(app, &caller, name, &headers, body).await
         }
-        (_, ["v1", "destinations", ..]) => Err(ApiError::method_not_allowed()),
+        (_, [] | [_] | [_, "rotate-secret"]) => Err(ApiError::method_not_allowed()),
+        _ => Err(ApiError::not_found("route")),
+    }
+}
 
-        // dead-letter queue
-        (&Method::GET, ["v1", "dlq"]) => {
+async fn dlq_routes(c: Call<'_>, rest: &[&str]) -> Result<Resp, ApiError> {
+    let Call {
+        app,
+        caller,
+        method,
+        query,
+        headers,
+        body,
+    } = c;
+    match (method, rest) {
+        (Method::GET, []) => {
             caller.require(Scope::Read)?;
             dlq::list(app, &query).await
         }
-        (&Method::POST, ["v1", "dlq", "retry"]) => {
+        (Method::POST, ["retry"]) => {
             caller.require(Scope::Write)?;
-            dlq::bulk_retry(app, headers, body).await
+            dlq::bulk_retry(app, &caller, &headers, body).await
         }
-        (&Method::GET, ["v1", "dlq", id]) => {
+        (Method::GET, [id]) => {
             caller.require(Scope::Read)?;
             dlq::get(app, id).await
         }
-        (&Method::DELETE, ["v1", "dlq", id]) => {
+        (Method::DELETE, [id]) => {
             caller.require(Scope::Write)?;
-            dlq::discard(app, id).await
+            dlq::discard(app, &caller, id).await
         }
-        (&Method::POST, ["v1", "dlq", id, "retry"]) => {
+        (Method::POST, [id, "retry"]) => {
             caller.require(Scope::Write)?;
-            dlq::retry(app, id).await
+            dlq::retry(app, &caller, id).await
         }
-        (_, ["v1", "dlq", ..]) => Err(ApiError::method_not_allowed()),
+        (_, [] | [_] | [_, "retry"]) => Err(ApiError::method_not_allowed()),
+        _ => Err(ApiError::not_found("route")),
+    }
+}
 
-        _ => Err(ApiError::not_found(format_args!("route {path}"))),
+async fn suppressions_routes(c: Call<'_>, rest: &[&str]) -> Result<Resp, ApiError> {
+    let Call {
+        app,
+        caller,
+        method,
+        query,
+        headers,
+        body,
+    } = c;
+    match (method, rest) {
+        (Method::GET, []) => {
+            caller.require(Scope::Read)?;
+            subjects::list_suppressions(app, &query).await
+        }
+        (Method::POST, []) => {
+            caller.require(Scope::Write)?;
+            subjects::create_suppression(app, &caller, &headers, body).await
+        }
+        (Method::POST, ["bulk"]) => {
+            caller.require(Scope::Admin)?;
+            subjects::bulk_suppress(app, &caller, &headers, body).await
+        }
+        (Method::DELETE, [recipient, channel]) => {
+            caller.require(Scope::Write)?;
+            let (recipient, channel) = (segment(recipient), segment(channel));
+            subjects::delete_suppression(app, &caller, &recipient, &channel).await
+        }
+        (_, [] | ["bulk"] | [_, _]) => Err(ApiError::method_not_allowed()),
+        _ => Err(ApiError::not_found("route")),
+    }
+}
+
+async fn preferences_routes(c: Call<'_>, rest: &[&str]) -> Result<Resp, ApiError> {
+    let Call {
+        app,
+        caller,
+        method,
+        headers,
+        body,
+        ..
+    } = c;
+    match (method, rest) {
+        (Method::GET, [recipient]) => {
+            caller.require(Scope::Read)?;
+            subjects::get_preferences(app, &segment(recipient)).await
+        }
+        (Method::PUT, [recipient]) => {
+            caller.require(Scope::Write)?;
+            subjects::put_preferences(app, &caller, &segment(recipient), &headers, body).await
+        }
+        (Method::DELETE, [recipient]) => {
+            caller.require(Scope::Write)?;
+            subjects::reset_preferences(app, &caller, &segment(recipient)).await
+        }
+        (Method::POST, [recipient, action @ ("opt-out" | "opt-in")]) => {
+            caller.require(Scope::Write)?;
+            let allowed = *action == "opt-in";
+            subjects::opt(app, &caller, &segment(recipient), allowed, &headers, body).await
+        }
+        (_, [_] | [_, "opt-out" | "opt-in"]) => Err(ApiError::method_not_allowed()),
+        _ => Err(ApiError::not_found("route")),
+    }
+}
+
+/// Data subjects (GDPR): personal data in bulk, so `admin` only.
+async fn subjects_routes(c: Call<'_>, rest: &[&str]) -> Result<Resp, ApiError> {
+    let Call {
+        app,
+        caller,
+        method,
+        ..
+    } = c;
+    match (method, rest) {
+        (Method::GET, [recipient, "export"]) => {
+            caller.require(Scope::Admin)?;
+            subjects::export(app, &segment(recipient)).await
+        }
+        (Method::DELETE, [recipient]) => {
+            caller.require(Scope::Admin)?;
+            subjects::erase(app, &caller, &segment(recipient)).await
+        }
+        (_, [_] | [_, "export"]) => Err(ApiError::method_not_allowed()),
+        _ => Err(ApiError::not_found("route")),
     }
 }

@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::App;
+use super::auth::Caller;
 use super::json_body;
 use super::response::{ApiError, Resp, empty, json, rfc3339};
 use crate::config::Channel;
@@ -56,6 +57,8 @@ struct Patch {
     event_types: Option<Vec<String>>,
     #[serde(default)]
     channel: Option<String>,
+    // Absent, `null` and a value mean three things here (JSON merge patch), hence two Options.
+    #[allow(clippy::option_option)]
     #[serde(default, deserialize_with = "double_option")]
     rate_limit_per_sec: Option<Option<u32>>,
     #[serde(default)]
@@ -70,6 +73,7 @@ struct Rotate {
 }
 
 /// Tells `null` (Some(None)) from an absent field (None).
+#[allow(clippy::option_option)]
 fn double_option<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
 where
     D: serde::Deserializer<'de>,
@@ -79,12 +83,7 @@ where
 }
 
 pub async fn list(app: &App) -> Result<Resp, ApiError> {
-    let all = app
-        .herald
-        .store()
-        .destinations()
-        .await
-        .map_err(unavailable)?;
+    let all = app.herald.store().destinations().await?;
     let items: Vec<Value> = all.iter().map(|(name, r)| render(app, name, r)).collect();
     Ok(json(StatusCode::OK, &json!({"items": items, "next": null})))
 }
@@ -92,17 +91,17 @@ pub async fn list(app: &App) -> Result<Resp, ApiError> {
 pub async fn get(app: &App, name: &str) -> Result<Resp, ApiError> {
     let record = find(app, name).await?;
     let mut view = render(app, name, &record);
-    let queued = app
-        .herald
-        .store()
-        .queued(name.to_owned())
-        .await
-        .map_err(unavailable)?;
+    let queued = app.herald.store().queued(name.to_owned()).await?;
     view["queued"] = queued.into();
     Ok(json(StatusCode::OK, &view))
 }
 
-pub async fn create(app: &App, headers: &HeaderMap, body: Incoming) -> Result<Resp, ApiError> {
+pub async fn create(
+    app: &App,
+    caller: &Caller,
+    headers: &HeaderMap,
+    body: Incoming,
+) -> Result<Resp, ApiError> {
     let req: Create = json_body::read(app, headers, body).await?;
     check_name(&req.name)?;
     let url = check_url(app, &req.url)?;
@@ -133,8 +132,7 @@ pub async fn create(app: &App, headers: &HeaderMap, body: Incoming) -> Result<Re
         .herald
         .store()
         .create_destination(req.name.clone(), record.clone())
-        .await
-        .map_err(unavailable)?;
+        .await?;
     if !created {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -144,6 +142,15 @@ pub async fn create(app: &App, headers: &HeaderMap, body: Incoming) -> Result<Re
     }
     app.herald.destination_changed(&req.name);
     let mut view = render(app, &req.name, &record);
+    audit(
+        app,
+        caller,
+        "destination.create",
+        &req.name,
+        None,
+        Some(view.clone()),
+    )
+    .await;
     // The secret is shown once, on creation (and on rotation), never by GET.
     view["secret"] = secret.into();
     Ok(json(StatusCode::CREATED, &view))
@@ -151,6 +158,7 @@ pub async fn create(app: &App, headers: &HeaderMap, body: Incoming) -> Result<Re
 
 pub async fn patch(
     app: &App,
+    caller: &Caller,
     name: &str,
     headers: &HeaderMap,
     body: Incoming,
@@ -190,39 +198,45 @@ pub async fn patch(
             }
             r.updated_at_ms = now;
         })
-        .await
-        .map_err(unavailable)?
+        .await?
         .ok_or_else(|| ApiError::not_found(format_args!("destination {name}")))?;
     app.herald.destination_changed(name);
-    Ok(json(StatusCode::OK, &render(app, name, &updated)))
+    let view = render(app, name, &updated);
+    audit(
+        app,
+        caller,
+        "destination.update",
+        name,
+        None,
+        Some(view.clone()),
+    )
+    .await;
+    Ok(json(StatusCode::OK, &view))
 }
 
-pub async fn delete(app: &App, name: &str) -> Result<Resp, ApiError> {
+pub async fn delete(app: &App, caller: &Caller, name: &str) -> Result<Resp, ApiError> {
+    let before = find(app, name).await.ok().map(|r| render(app, name, &r));
     let deleted = app
         .herald
         .store()
         .delete_destination(name.to_owned(), now_ms())
-        .await
-        .map_err(unavailable)?;
+        .await?;
     if !deleted {
         return Err(ApiError::not_found(format_args!("destination {name}")));
     }
     app.herald.destination_changed(name);
+    audit(app, caller, "destination.delete", name, before, None).await;
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
 pub async fn rotate(
     app: &App,
+    caller: &Caller,
     name: &str,
     headers: &HeaderMap,
     body: Incoming,
 ) -> Result<Resp, ApiError> {
-    let bytes = super::body::read(headers, body, app.max_body_bytes, app.body_timeout).await?;
-    let req: Rotate = if bytes.iter().all(u8::is_ascii_whitespace) {
-        Rotate::default()
-    } else {
-        json_body::parse(&bytes)?
-    };
+    let req: Rotate = json_body::read_or_default(app, headers, body).await?;
     let grace_ms = req
         .grace_secs
         .unwrap_or(DEFAULT_GRACE_SECS)
@@ -238,10 +252,20 @@ pub async fn rotate(
             r.previous_secret = Some((old, now.saturating_add(grace_ms)));
             r.updated_at_ms = now;
         })
-        .await
-        .map_err(unavailable)?
+        .await?
         .ok_or_else(|| ApiError::not_found(format_args!("destination {name}")))?;
     app.herald.destination_changed(name);
+    // Never a secret in the audit trail: only that it happened, and the grace period.
+    let grace = json!({"rotated": true, "grace_secs": grace_ms / 1000});
+    audit(
+        app,
+        caller,
+        "destination.rotate_secret",
+        name,
+        None,
+        Some(grace),
+    )
+    .await;
     let previous_until = updated
         .previous_secret
         .as_ref()
@@ -252,12 +276,27 @@ pub async fn rotate(
     ))
 }
 
+/// Appends an audit entry for a change already made; a failure to do so is logged, not
+/// reported to the caller, whose change did happen.
+async fn audit(
+    app: &App,
+    caller: &Caller,
+    action: &str,
+    name: &str,
+    before: Option<Value>,
+    after: Option<Value>,
+) {
+    let entry = super::subjects::entry(caller, action, name, before, after);
+    if let Err(e) = app.herald.store().append_audit(entry).await {
+        tracing::error!(error = %e, action, destination = name, "audit entry not written");
+    }
+}
+
 async fn find(app: &App, name: &str) -> Result<DestinationRecord, ApiError> {
     app.herald
         .store()
         .destination(name.to_owned())
-        .await
-        .map_err(unavailable)?
+        .await?
         .ok_or_else(|| ApiError::not_found(format_args!("destination {name}")))
 }
 
@@ -366,9 +405,4 @@ fn rand_key() -> [u8; 24] {
 
 fn now_ms() -> u64 {
     unix_ms(SystemTime::now())
-}
-
-fn unavailable(e: herald_storage::StorageError) -> ApiError {
-    tracing::error!(error = %e, "storage");
-    ApiError::unavailable()
 }

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::App;
+use super::auth::Caller;
 use super::json_body;
 use super::messages::render_attempts;
 use super::query::{Pagination, Query};
@@ -40,8 +41,7 @@ pub async fn list(app: &App, query: &Query) -> Result<Resp, ApiError> {
         .herald
         .store()
         .list_dead(filter, after, page.limit)
-        .await
-        .map_err(unavailable)?;
+        .await?;
     let items: Vec<Value> = items.iter().map(render).collect();
     let next = next.map(|(at, msg, dest)| format!("{at}.{msg}.{dest}"));
     Ok(json(StatusCode::OK, &json!({"items": items, "next": next})))
@@ -53,35 +53,32 @@ pub async fn get(app: &App, id: &str) -> Result<Resp, ApiError> {
         .herald
         .store()
         .dead(key)
-        .await
-        .map_err(unavailable)?
+        .await?
         .ok_or_else(|| ApiError::not_found(format_args!("dead delivery {id}")))?;
     Ok(json(StatusCode::OK, &render(&letter)))
 }
 
-pub async fn retry(app: &App, id: &str) -> Result<Resp, ApiError> {
+pub async fn retry(app: &App, caller: &Caller, id: &str) -> Result<Resp, ApiError> {
     let key = parse_id(id)?;
-    let requeued = app
-        .herald
-        .dlq_retry(vec![key])
-        .await
-        .map_err(keeper_error)?;
+    let requeued = app.herald.dlq_retry(vec![key]).await?;
     if requeued == 0 {
         return Err(ApiError::not_found(format_args!("dead delivery {id}")));
     }
+    audit(app, caller, "dlq.retry", id, None).await;
     Ok(json(
         StatusCode::OK,
         &json!({"id": id, "status": "pending", "requeued": 1}),
     ))
 }
 
-pub async fn bulk_retry(app: &App, headers: &HeaderMap, body: Incoming) -> Result<Resp, ApiError> {
-    let bytes = super::body::read(headers, body, app.max_body_bytes, app.body_timeout).await?;
-    let req: BulkRetry = if bytes.iter().all(u8::is_ascii_whitespace) {
-        BulkRetry::default()
-    } else {
-        json_body::parse(&bytes)?
-    };
+pub async fn bulk_retry(
+    app: &App,
+    caller: &Caller,
+    headers: &HeaderMap,
+    body: Incoming,
+) -> Result<Resp, ApiError> {
+    let req: BulkRetry = json_body::read_or_default(app, headers, body).await?;
+    let asked = json!({"destination": req.destination, "since": req.since});
     let filter = DeadFilter {
         since_ms: req
             .since
@@ -91,21 +88,30 @@ pub async fn bulk_retry(app: &App, headers: &HeaderMap, body: Incoming) -> Resul
         destination: req.destination,
     };
     // The keeper answers with the count at once and re-queues large sets in the background.
-    let count = app
-        .herald
-        .dlq_bulk_retry(filter)
-        .await
-        .map_err(keeper_error)?;
+    let count = app.herald.dlq_bulk_retry(filter).await?;
+    let mut after = asked;
+    after["requeued"] = count.into();
+    // Bulk operations are audited as one entry with the count.
+    audit(app, caller, "dlq.bulk_retry", "*", Some(after)).await;
     Ok(json(StatusCode::OK, &json!({"requeued": count})))
 }
 
-pub async fn discard(app: &App, id: &str) -> Result<Resp, ApiError> {
+pub async fn discard(app: &App, caller: &Caller, id: &str) -> Result<Resp, ApiError> {
     let key = parse_id(id)?;
-    let discarded = app.herald.dlq_discard(key).await.map_err(keeper_error)?;
+    let discarded = app.herald.dlq_discard(key).await?;
     if discarded {
+        audit(app, caller, "dlq.discard", id, None).await;
         Ok(empty(StatusCode::NO_CONTENT))
     } else {
         Err(ApiError::not_found(format_args!("dead delivery {id}")))
+    }
+}
+
+/// Appends an audit entry for a DLQ action already taken; a failure is logged.
+async fn audit(app: &App, caller: &Caller, action: &str, subject: &str, after: Option<Value>) {
+    let entry = super::subjects::entry(caller, action, subject, None, after);
+    if let Err(e) = app.herald.store().append_audit(entry).await {
+        tracing::error!(error = %e, action, "audit entry not written");
     }
 }
 
@@ -139,14 +145,4 @@ pub fn parse_time(field: &str, raw: &str) -> Result<u64, ApiError> {
     humantime::parse_rfc3339_weak(raw)
         .map(unix_ms)
         .map_err(|e| ApiError::invalid(field, format_args!("expected an RFC 3339 time: {e}")))
-}
-
-fn keeper_error(e: herald_actors::IngestError) -> ApiError {
-    tracing::error!(error = %e, "DLQ keeper");
-    ApiError::unavailable()
-}
-
-fn unavailable(e: herald_storage::StorageError) -> ApiError {
-    tracing::error!(error = %e, "storage");
-    ApiError::unavailable()
 }

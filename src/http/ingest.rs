@@ -9,8 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use herald_actors::verifier::schemes::VerifyError;
-use herald_actors::{InboundWebhook, IngestError};
+use herald_actors::InboundWebhook;
 use http::{HeaderValue, Method, StatusCode, header};
 use hyper::Request;
 use hyper::body::Incoming;
@@ -95,22 +94,6 @@ async fn webhook(
             StatusCode::ACCEPTED,
             &json!({"id": done.id.to_string(), "status": "accepted"}),
         )),
-        Err(e) => Err(ingest_error(&e)),
-    }
-}
-
-fn ingest_error(e: &IngestError) -> ApiError {
-    match e {
-        IngestError::Rejected(v @ VerifyError::MissingHeader(_)) => {
-            ApiError::new(StatusCode::BAD_REQUEST, v.code(), v.to_string())
-        }
-        IngestError::Rejected(v) => {
-            ApiError::new(StatusCode::UNAUTHORIZED, v.code(), v.to_string())
-        }
-        IngestError::Storage(err) => {
-            tracing::error!(error = %err, "webhook not stored");
-            ApiError::unavailable()
-        }
-        _ => ApiError::unavailable(),
+        Err(e) => Err(e.into()),
     }
 }

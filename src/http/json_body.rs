@@ -18,6 +18,20 @@ pub async fn read<T: DeserializeOwned>(
     parse(&bytes)
 }
 
+/// [`read`], where an empty body means `T::default()` (for bodies whose every field is optional).
+pub async fn read_or_default<T: DeserializeOwned + Default>(
+    app: &App,
+    headers: &HeaderMap,
+    incoming: Incoming,
+) -> Result<T, ApiError> {
+    let bytes = body::read(headers, incoming, app.max_body_bytes, app.body_timeout).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        Ok(T::default())
+    } else {
+        parse(&bytes)
+    }
+}
+
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
@@ -35,7 +49,7 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
-/// serde_json appends " at line 1 column 17" to messages; the field name says more.
+/// `serde_json` appends " at line 1 column 17" to messages; the field name says more.
 fn strip_position(message: &str) -> String {
     match message.rfind(" at line ") {
         Some(at) => message[..at].to_owned(),

@@ -124,9 +124,13 @@ pub async fn get(app: &App, id: &str) -> Result<Resp, ApiError> {
             ApiError::unavailable()
         })?
         .ok_or_else(not_found)?;
-    let mut out = render(&view);
+    Ok(json(StatusCode::OK, &render_full(&view)))
+}
+
+/// A message with its body: JSON bodies as JSON, anything else as base64 of the exact bytes.
+pub fn render_full(view: &MessageView) -> Value {
+    let mut out = render(view);
     if let (Some(body), Value::Object(fields)) = (&view.body, &mut out) {
-        // JSON bodies are shown as JSON; anything else as base64 of the exact bytes.
         match serde_json::from_slice::<Value>(body) {
             Ok(payload) => fields.insert("payload".into(), payload),
             Err(_) => fields.insert(
@@ -137,7 +141,7 @@ pub async fn get(app: &App, id: &str) -> Result<Resp, ApiError> {
             ),
         };
     }
-    Ok(json(StatusCode::OK, &out))
+    out
 }
 
 pub fn render_attempts(attempts: &[Attempt]) -> Vec<Value> {

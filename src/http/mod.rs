@@ -6,7 +6,7 @@
 //! Handlers translate between HTTP and [`herald_actors::Herald`]; no business rule lives here.
 
 mod api;
-mod auth;
+pub mod auth;
 mod body;
 mod destinations;
 mod dlq;
@@ -16,6 +16,7 @@ mod messages;
 mod query;
 pub mod response;
 pub mod server;
+mod subjects;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -33,8 +33,17 @@ impl Query {
     }
 }
 
+/// A path segment, percent-decoded (`+` stays a plus: that is a query-string convention).
+pub fn segment(s: &str) -> String {
+    percent_decode(s, false)
+}
+
 /// Percent-decoding with `+` as space; a malformed escape is kept as written.
 fn decode(s: &str) -> String {
+    percent_decode(s, true)
+}
+
+fn percent_decode(s: &str, plus_is_space: bool) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -49,7 +58,7 @@ fn decode(s: &str) -> String {
                 out.push(byte);
                 i += 3;
             }
-            (b'+', None) => {
+            (b'+', None) if plus_is_space => {
                 out.push(b' ');
                 i += 1;
             }

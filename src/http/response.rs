@@ -81,6 +81,32 @@ impl ApiError {
     }
 }
 
+/// Storage failures are internal: logged here, answered 503 (the client may retry).
+impl From<herald_storage::StorageError> for ApiError {
+    fn from(e: herald_storage::StorageError) -> Self {
+        tracing::error!(error = %e, "storage");
+        Self::unavailable()
+    }
+}
+
+/// A request refused by verification keeps its code; anything else is a 503.
+impl From<herald_actors::IngestError> for ApiError {
+    fn from(e: herald_actors::IngestError) -> Self {
+        use herald_actors::IngestError;
+        use herald_actors::verifier::schemes::VerifyError;
+        match e {
+            IngestError::Rejected(v @ VerifyError::MissingHeader(_)) => {
+                Self::new(StatusCode::BAD_REQUEST, v.code(), v.to_string())
+            }
+            IngestError::Rejected(v) => {
+                Self::new(StatusCode::UNAUTHORIZED, v.code(), v.to_string())
+            }
+            IngestError::Storage(e) => e.into(),
+            _ => Self::unavailable(),
+        }
+    }
+}
+
 /// A JSON response. Serialising our own response types cannot fail; if it somehow did, the
 /// client gets a 500 with the error shape rather than a half-written body.
 pub fn json<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Resp {

@@ -18,6 +18,7 @@ mod destinations;
 mod error;
 pub mod messages;
 mod records;
+pub mod subjects;
 pub mod tables;
 mod tx;
 pub mod writer;
@@ -37,9 +38,10 @@ pub use messages::{
     Accepted, DedupeKey, MessageFilter, MessageView, NewMessage, Page, SWEEP_SLICES,
 };
 pub use records::{
-    Attempt, BadMessageId, CircuitRecord, DeliveryRecord, DeliveryStatus, DestinationRecord,
-    MessageId, MessageRecord,
+    Attempt, AuditEntry, BadMessageId, CircuitRecord, DeliveryRecord, DeliveryStatus,
+    DestinationRecord, MessageId, MessageRecord, Preferences, SuppressionRecord,
 };
+pub use subjects::{AuditView, Erasure, NewSuppression, SubjectExport, SuppressionView, pseudonym};
 pub use writer::{BatchStats, CommitObserver, Completion};
 
 use tables::{SCHEMA_VERSION, SCHEMA_VERSION_KEY};
@@ -325,6 +327,134 @@ impl Store {
         .await
     }
 
+    // ---- subjects: suppressions, preferences, audit, GDPR -----------------------------------
+
+    /// Stores suppressions and the audit entries describing them, all or nothing.
+    pub async fn add_suppressions(
+        &self,
+        items: Vec<NewSuppression>,
+        audit: Vec<AuditEntry>,
+    ) -> Result<()> {
+        self.write(move |tx| {
+            subjects::put_suppressions(tx, &items)?;
+            for entry in &audit {
+                subjects::append_audit(tx, entry)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Deletes a suppression; `audit` is called with the removed record to describe the change
+    /// (nothing is written when there was none). Returns the removed record.
+    pub async fn remove_suppression<A>(
+        &self,
+        recipient: String,
+        channel: String,
+        audit: A,
+    ) -> Result<Option<SuppressionRecord>>
+    where
+        A: Fn(&SuppressionRecord) -> AuditEntry + Send + 'static,
+    {
+        self.write(move |tx| {
+            let removed = subjects::delete_suppression(tx, &recipient, &channel)?;
+            if let Some(record) = &removed {
+                subjects::append_audit(tx, &audit(record))?;
+            }
+            Ok(removed)
+        })
+        .await
+    }
+
+    /// Replaces a recipient's preferences with what `change` makes of the current ones
+    /// (`None` = the defaults), with the audit entry `audit(before, after)`; returns them.
+    pub async fn update_preferences<C, A>(
+        &self,
+        recipient: String,
+        change: C,
+        audit: A,
+    ) -> Result<Option<Preferences>>
+    where
+        C: Fn(Option<Preferences>) -> Option<Preferences> + Send + 'static,
+        A: Fn(Option<&Preferences>, Option<&Preferences>) -> AuditEntry + Send + 'static,
+    {
+        self.write(move |tx| {
+            let before = subjects::get_preferences(tx, &recipient)?;
+            let after = change(before.clone());
+            subjects::put_preferences(tx, &recipient, after.as_ref())?;
+            subjects::append_audit(tx, &audit(before.as_ref(), after.as_ref()))?;
+            Ok(after)
+        })
+        .await
+    }
+
+    /// Appends one audit entry on its own (for changes made elsewhere: destinations, DLQ).
+    pub async fn append_audit(&self, entry: AuditEntry) -> Result<()> {
+        self.write(move |tx| subjects::append_audit(tx, &entry).map(|_| ()))
+            .await
+    }
+
+    /// Removes up to `max` expired suppressions.
+    pub async fn sweep_suppressions(&self, now_ms: u64, max: usize) -> Result<usize> {
+        self.write(move |tx| subjects::sweep_suppressions(tx, now_ms, max))
+            .await
+    }
+
+    /// GDPR erasure of a recipient (see [`subjects::erase`]), audited.
+    pub async fn erase_subject(&self, recipient: String, audit: AuditEntry) -> Result<Erasure> {
+        self.write(move |tx| {
+            let report = subjects::erase(tx, &recipient)?;
+            subjects::append_audit(tx, &audit)?;
+            Ok(report)
+        })
+        .await
+    }
+
+    pub async fn suppressions_of(
+        &self,
+        recipient: String,
+    ) -> Result<Vec<(String, SuppressionRecord)>> {
+        self.read(move |txn| subjects::suppressions_of(txn, &recipient))
+            .await
+    }
+
+    pub async fn list_suppressions(
+        &self,
+        recipient: Option<String>,
+        channel: Option<String>,
+        after: Option<(String, String)>,
+        limit: usize,
+    ) -> Result<(Vec<SuppressionView>, bool)> {
+        self.read(move |txn| {
+            let after = after.as_ref().map(|(r, c)| (r.as_str(), c.as_str()));
+            subjects::list_suppressions(txn, recipient.as_deref(), channel.as_deref(), after, limit)
+        })
+        .await
+    }
+
+    pub async fn preferences(&self, recipient: String) -> Result<Option<Preferences>> {
+        self.read(move |txn| subjects::preferences_of(txn, &recipient))
+            .await
+    }
+
+    pub async fn list_audit(
+        &self,
+        subject: Option<String>,
+        actor: Option<String>,
+        after: Option<u128>,
+        limit: usize,
+    ) -> Result<(Vec<AuditView>, bool)> {
+        self.read(move |txn| {
+            subjects::list_audit(txn, subject.as_deref(), actor.as_deref(), after, limit)
+        })
+        .await
+    }
+
+    pub async fn export_subject(&self, recipient: String) -> Result<SubjectExport> {
+        self.read(move |txn| subjects::export(txn, &recipient))
+            .await
+    }
+
     /// True while the database answers reads and the writer thread runs.
     pub async fn is_ready(&self) -> bool {
         self.writer.is_running() && self.read(|_| Ok(())).await.is_ok()
@@ -361,6 +491,12 @@ fn initialise(db: &Database) -> Result<()> {
         txn.open_table(tables::DELIVERIES_DUE)?;
         txn.open_table(tables::DEAD_LETTERS)?;
         txn.open_table(tables::DESTINATIONS)?;
+        txn.open_table(tables::MESSAGES_BY_RECIPIENT)?;
+        txn.open_table(tables::SUPPRESSIONS)?;
+        txn.open_table(tables::SUPPRESSIONS_BY_EXPIRY)?;
+        txn.open_table(tables::PREFERENCES)?;
+        txn.open_table(tables::AUDIT)?;
+        txn.open_table(tables::AUDIT_BY_SUBJECT)?;
     }
     txn.commit()?;
     Ok(())

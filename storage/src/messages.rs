@@ -6,11 +6,12 @@
 //! the partner got its 202.
 
 use bytes::Bytes;
-use redb::ReadTransaction;
+use redb::{ReadTransaction, ReadableTable as _};
 
 use sha2::{Digest, Sha256};
 
 use crate::error::{Result, StorageError};
+
 use crate::records::{DeliveryRecord, DeliveryStatus, MessageId, MessageRecord, decode, encode};
 use crate::tables::{DELIVERIES, MESSAGES};
 use crate::tx::Tx;
@@ -29,6 +30,9 @@ pub struct NewMessage {
     pub dedupe_key: Option<DedupeKey>,
     /// The destinations it fans out to; each gets a `pending` delivery due at once.
     pub destinations: Vec<String>,
+    /// A suppression this message causes (a partner's bounce or complaint, through a source's
+    /// `suppress_on`), stored with its audit entry in the same commit.
+    pub suppress: Option<(crate::subjects::NewSuppression, crate::records::AuditEntry)>,
 }
 
 /// The outcome of accepting a message.
@@ -79,6 +83,14 @@ pub(crate) fn insert(tx: &mut Tx<'_>, msg: &NewMessage) -> Result<Accepted> {
     }
     tx.messages()?
         .insert(msg.id.0, encode_message(&msg.record, &msg.body).as_slice())?;
+    if let Some(recipient) = &msg.record.recipient {
+        tx.messages_by_recipient()?
+            .insert((recipient.as_str(), msg.id.0), ())?;
+    }
+    if let Some((suppression, audit)) = &msg.suppress {
+        crate::subjects::put_suppressions(tx, std::slice::from_ref(suppression))?;
+        crate::subjects::append_audit(tx, audit)?;
+    }
     if msg.destinations.is_empty() {
         return Ok(Accepted::New(msg.id));
     }
@@ -92,6 +104,33 @@ pub(crate) fn insert(tx: &mut Tx<'_>, msg: &NewMessage) -> Result<Accepted> {
         due.insert((destination.as_str(), received, msg.id.0), ())?;
     }
     Ok(Accepted::New(msg.id))
+}
+
+/// Deletes a message with its deliveries, their queue entries and DLQ entries.
+pub(crate) fn delete(tx: &mut Tx<'_>, id: u128) -> Result<()> {
+    tx.messages()?.remove(id)?;
+    let deliveries: Vec<(String, DeliveryRecord)> = tx
+        .deliveries()?
+        .range((id, "")..(id.saturating_add(1), ""))?
+        .map(|e| {
+            e.map_err(StorageError::from)
+                .and_then(|(k, v)| Ok((k.value().1.to_owned(), decode("deliveries", v.value())?)))
+        })
+        .collect::<Result<_>>()?;
+    for (destination, delivery) in &deliveries {
+        let dest = destination.as_str();
+        if let Some(due) = delivery
+            .next_attempt_at_ms
+            .filter(|_| delivery.status.is_live())
+        {
+            tx.deliveries_due()?.remove((dest, due, id))?;
+        }
+        if let Some(died) = delivery.dead_at_ms {
+            tx.dead_letters()?.remove((died, id, dest))?;
+        }
+        tx.deliveries()?.remove((id, dest))?;
+    }
+    Ok(())
 }
 
 /// Forgets the keys of slice `slice` accepted before `before_ms`; returns how many.

@@ -194,6 +194,54 @@ pub struct DestinationRecord {
     pub circuit: CircuitRecord,
 }
 
+/// A recipient's opt-out on one channel (`*` = every channel).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SuppressionRecord {
+    /// `user_request`, `bounce`, `complaint` or `admin_action`.
+    pub reason: String,
+    #[serde(default)]
+    pub expires_at_ms: Option<u64>,
+    #[serde(default)]
+    pub note: Option<String>,
+    /// The token name (or `source:<name>` for the feedback loop) that created it.
+    pub created_by: String,
+    pub created_at_ms: u64,
+}
+
+impl SuppressionRecord {
+    /// Whether it applies at `now_ms`: expired entries stop applying at once, before the sweep.
+    pub fn active(&self, now_ms: u64) -> bool {
+        self.expires_at_ms.is_none_or(|at| at > now_ms)
+    }
+}
+
+/// A recipient's preferences. Everything is opted in unless set to `false` here.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Preferences {
+    /// Channel → allowed.
+    #[serde(default)]
+    pub channels: std::collections::BTreeMap<String, bool>,
+    /// Category → channel → allowed.
+    #[serde(default)]
+    pub categories: std::collections::BTreeMap<String, std::collections::BTreeMap<String, bool>>,
+}
+
+/// One entry of the append-only audit trail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub at_ms: u64,
+    /// The token name that made the change (or `source:<name>`, `system`).
+    pub actor: String,
+    /// What happened, e.g. `suppression.create`, `destination.update`, `dlq.retry`.
+    pub action: String,
+    /// What it happened to: a recipient, a destination name, a DLQ id.
+    pub subject: String,
+    #[serde(default)]
+    pub before: Option<serde_json::Value>,
+    #[serde(default)]
+    pub after: Option<serde_json::Value>,
+}
+
 /// A destination's circuit breaker as stored; the dispatcher owns the transitions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct CircuitRecord {

@@ -9,6 +9,15 @@
 //! | `deliveries_due` | `(&str destination, u64 due at ms, u128 message id)` | `()` |
 //! | `dead_letters` | `(u64 died at ms, u128 message id, &str destination)` | `()` |
 //! | `destinations` | `&str name` | JSON [`DestinationRecord`](crate::DestinationRecord) |
+//! | `messages_by_recipient` | `(&str recipient, u128 message id)` | `()` |
+//! | `suppressions` | `(&str recipient, &str channel)` | JSON [`SuppressionRecord`](crate::SuppressionRecord) |
+//! | `suppressions_by_expiry` | `(u64 expires at ms, &str recipient, &str channel)` | `()` |
+//! | `preferences` | `&str recipient` | JSON [`Preferences`](crate::Preferences) |
+//! | `audit` | `u128 entry id (ULID: time order)` | JSON [`AuditEntry`](crate::AuditEntry) |
+//! | `audit_by_subject` | `(&str subject, u128 entry id)` | `()` |
+//!
+//! A recipient erased under GDPR keeps its suppressions under `sha256:<hex>` of its address
+//! instead of the address, so an opt-out is still honoured (the delivery path checks both).
 //!
 //! A `messages` value is `[u32 LE n][n bytes of JSON record][body bytes]`: the record and the
 //! exact body in one value, so accepting a message writes one B-tree, and its key grows with
@@ -42,5 +51,15 @@ pub(crate) const DELIVERIES_DUE: TableDefinition<(&str, u64, u128), ()> =
 pub(crate) const DEAD_LETTERS: TableDefinition<(u64, u128, &str), ()> =
     TableDefinition::new("dead_letters");
 pub(crate) const DESTINATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("destinations");
+pub(crate) const MESSAGES_BY_RECIPIENT: TableDefinition<(&str, u128), ()> =
+    TableDefinition::new("messages_by_recipient");
+pub(crate) const SUPPRESSIONS: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("suppressions");
+pub(crate) const SUPPRESSIONS_BY_EXPIRY: TableDefinition<(u64, &str, &str), ()> =
+    TableDefinition::new("suppressions_by_expiry");
+pub(crate) const PREFERENCES: TableDefinition<&str, &[u8]> = TableDefinition::new("preferences");
+pub(crate) const AUDIT: TableDefinition<u128, &[u8]> = TableDefinition::new("audit");
+pub(crate) const AUDIT_BY_SUBJECT: TableDefinition<(&str, u128), ()> =
+    TableDefinition::new("audit_by_subject");
 
 pub(crate) const SCHEMA_VERSION_KEY: &str = "schema_version";

@@ -44,6 +44,12 @@ tx_tables! {
     deliveries_due: DELIVERIES_DUE => (&'static str, u64, u128), ();
     dead_letters: DEAD_LETTERS => (u64, u128, &'static str), ();
     destinations: DESTINATIONS => &'static str, &'static [u8];
+    messages_by_recipient: MESSAGES_BY_RECIPIENT => (&'static str, u128), ();
+    suppressions: SUPPRESSIONS => (&'static str, &'static str), &'static [u8];
+    suppressions_by_expiry: SUPPRESSIONS_BY_EXPIRY => (u64, &'static str, &'static str), ();
+    preferences: PREFERENCES => &'static str, &'static [u8];
+    audit: AUDIT => u128, &'static [u8];
+    audit_by_subject: AUDIT_BY_SUBJECT => (&'static str, u128), ();
 }
 
 #[cfg(test)]

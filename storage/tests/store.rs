@@ -24,6 +24,7 @@ fn message(source: &str, external: &str, at_ms: u64, destinations: &[&str]) -> N
         body: Bytes::from_static(b"{}"),
         dedupe_key: Some(DedupeKey::new(source, external)),
         destinations: destinations.iter().map(ToString::to_string).collect(),
+        suppress: None,
     }
 }
 

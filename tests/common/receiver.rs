@@ -87,7 +87,7 @@ impl Receiver {
                             let body = body
                                 .collect()
                                 .await
-                                .map(|b| b.to_bytes())
+                                .map(http_body_util::Collected::to_bytes)
                                 .unwrap_or_default();
                             rec.lock().unwrap().push(Received {
                                 at: Instant::now(),

@@ -177,22 +177,6 @@ impl Circuit {
             }
         }
     }
-
-    /// After a restart nothing is in flight: a half-open circuit's probe must be retaken.
-    pub fn after_restart(self) -> Self {
-        match self {
-            Self::HalfOpen {
-                opened_at_ms,
-                consecutive_failures,
-                ..
-            } => Self::HalfOpen {
-                opened_at_ms,
-                consecutive_failures,
-                probing: false,
-            },
-            other => other,
-        }
-    }
 }
 
 #[cfg(test)]
@@ -249,17 +233,6 @@ mod tests {
         assert_eq!(c.opened_at_ms(), Some(41_000), "a fresh open period");
         assert!(!c.admit(&POLICY, 70_999));
         assert!(c.admit(&POLICY, 71_000));
-    }
-
-    #[test]
-    fn a_probe_lost_in_a_restart_is_retaken() {
-        let c = Circuit::HalfOpen {
-            opened_at_ms: 0,
-            consecutive_failures: 5,
-            probing: true,
-        };
-        let mut c = c.after_restart();
-        assert!(c.admit(&POLICY, 1));
     }
 
     #[test]

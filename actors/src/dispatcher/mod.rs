@@ -33,6 +33,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use crate::delivery::ssrf::GuardedConnector;
 use crate::dlq::DlqMsg;
 use crate::slot::Slot;
+use crate::suppression::rules;
 use crate::verifier::schemes::decode_whsec;
 use crate::{Core, Route, unix_ms};
 use breaker::{BreakerPolicy, Circuit, Transition};
@@ -283,7 +284,7 @@ impl Actor for Dispatcher {
         match msg {
             DispatcherMsg::Scan => scan(&myself, state).await,
             DispatcherMsg::AttemptDone(delivery, result) => {
-                finish(&myself, state, *delivery, result);
+                finish(&myself, state, &delivery, &result);
             }
             DispatcherMsg::Recorded(key) => {
                 if let Some(dest) = state.destinations.get_mut(&key.destination)
@@ -432,6 +433,29 @@ async fn scan(myself: &ActorRef<DispatcherMsg>, state: &mut DispatcherState) {
             continue;
         };
         for delivery in due {
+            // Opted out or suppressed: recorded, never sent, costs no attempt.
+            if let Some(reason) = rules::verdict(
+                &delivery.suppressions,
+                delivery.preferences.as_ref(),
+                &dest.record.channel,
+                delivery.message.category.as_deref(),
+                now,
+            ) {
+                dest.in_flight.insert(delivery.key.message);
+                state.in_flight += 1;
+                record(
+                    myself,
+                    &state.core,
+                    AttemptUpdate {
+                        key: delivery.key,
+                        attempt: None,
+                        outcome: Outcome::Suppressed { reason },
+                        destination: None,
+                        now_ms: now,
+                    },
+                );
+                continue;
+            }
             if dest.limiter.as_ref().is_some_and(|l| l.check().is_err()) {
                 break; // over its rate: the rest wait for the next scan
             }
@@ -486,8 +510,8 @@ fn launch(
 fn finish(
     myself: &ActorRef<DispatcherMsg>,
     state: &mut DispatcherState,
-    delivery: DueDelivery,
-    result: AttemptResult,
+    delivery: &DueDelivery,
+    result: &AttemptResult,
 ) {
     let now = now_ms();
     let settings = &state.core.settings.delivery;
@@ -505,7 +529,7 @@ fn finish(
         return;
     };
     let mut changed = false;
-    let outcome = match classify(&result) {
+    let outcome = match classify(result) {
         Verdict::Success => {
             if dest.circuit.on_success() == Transition::Closed {
                 changed = true;
@@ -550,9 +574,9 @@ fn finish(
         dest.record.circuit = snapshot.circuit;
         (key.destination.clone(), snapshot)
     });
-    let me = myself.clone();
-    let recorded = key.clone();
-    state.core.store.record_attempt(
+    record(
+        myself,
+        &state.core,
         AttemptUpdate {
             key,
             attempt: Some(attempt),
@@ -560,10 +584,19 @@ fn finish(
             destination,
             now_ms: now,
         },
+    );
+}
+
+/// Writes an outcome through the group commit; the delivery is released after the commit.
+fn record(myself: &ActorRef<DispatcherMsg>, core: &Core, update: AttemptUpdate) {
+    let me = myself.clone();
+    let recorded = update.key.clone();
+    core.store.record_attempt(
+        update,
         Box::new(move |result| {
             if let Err(e) = result {
                 // Not recorded: the delivery is still queued as before, and is retried.
-                tracing::error!(error = %e, "recording an attempt failed");
+                tracing::error!(error = %e, "recording an outcome failed");
             }
             let _ = me.cast(DispatcherMsg::Recorded(recorded));
         }),

@@ -98,7 +98,7 @@ pub async fn send(client: &HttpClient, out: Outbound<'_>, timeout: Duration) -> 
         let body = Limited::new(response.into_body(), RESPONSE_BODY_LIMIT)
             .collect()
             .await
-            .map(|b| b.to_bytes())
+            .map(http_body_util::Collected::to_bytes)
             .ok();
         Ok::<_, hyper_util::client::legacy::Error>((status, retry_after, body))
     };

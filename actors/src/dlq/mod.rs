@@ -83,12 +83,13 @@ fn requeue_in_background(core: Arc<Core>, keys: Vec<DeliveryKey>, recovering: Op
     tokio::spawn(async move {
         let total = keys.len();
         match requeue_chunks(&core.store, &core.work, keys).await {
-            Ok(n) => match recovering {
-                Some(destination) => {
+            Ok(n) => {
+                if let Some(destination) = recovering {
                     tracing::info!(%destination, requeued = n, "auto-recover: dead deliveries re-queued");
+                } else {
+                    tracing::debug!(requeued = n, of = total, "bulk retry done");
                 }
-                None => tracing::debug!(requeued = n, of = total, "bulk retry done"),
-            },
+            }
             Err(e) => tracing::error!(error = %e, "re-queueing dead deliveries stopped"),
         }
     });

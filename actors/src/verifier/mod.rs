@@ -13,7 +13,9 @@ pub mod schemes;
 
 use std::sync::Arc;
 
-use herald_storage::{DedupeKey, MessageId, MessageRecord, NewMessage};
+use herald_storage::{
+    AuditEntry, DedupeKey, MessageId, MessageRecord, NewMessage, NewSuppression, SuppressionRecord,
+};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::ingress::IngressMsg;
@@ -82,8 +84,15 @@ fn verify(core: &Core, webhook: &InboundWebhook) -> Result<NewMessage, VerifyErr
         .rule
         .verify(&webhook.headers, &webhook.body, now_secs)?;
     let fields = probe::body_fields(&webhook.body);
-    let event_type = verified.event_type.or(fields.event_type);
+    let event_type = verified.event_type.or_else(|| fields.event_type.clone());
     let destinations = core.destinations_for(Some(&webhook.source), event_type.as_deref());
+    let suppress = feedback(
+        source,
+        &webhook.source,
+        event_type.as_deref(),
+        &fields,
+        now_ms,
+    );
     let content_type = webhook
         .headers
         .get(http::header::CONTENT_TYPE)
@@ -105,5 +114,57 @@ fn verify(core: &Core, webhook: &InboundWebhook) -> Result<NewMessage, VerifyErr
         },
         body: webhook.body.clone(),
         destinations,
+        suppress,
     })
+}
+
+/// Channels a suppression may name.
+const CHANNELS: [&str; 5] = ["webhook", "email", "sms", "push", "in_app"];
+
+/// The feedback loop: a verified event whose type the source maps to a reason (a bounce, a
+/// complaint) suppresses the body's `recipient` on its `channel` (default `email`).
+fn feedback(
+    source: &crate::Source,
+    source_name: &str,
+    event_type: Option<&str>,
+    fields: &probe::BodyFields,
+    now_ms: u64,
+) -> Option<(NewSuppression, AuditEntry)> {
+    let event_type = event_type?;
+    let reason = source.suppress_on.get(event_type)?;
+    let recipient = fields.recipient.clone().filter(|r| !r.is_empty())?;
+    let channel = fields
+        .channel
+        .as_deref()
+        .filter(|c| CHANNELS.contains(c))
+        .unwrap_or("email")
+        .to_owned();
+    let actor = format!("source:{source_name}");
+    let record = SuppressionRecord {
+        reason: reason.clone(),
+        expires_at_ms: None,
+        note: Some(format!("{event_type} from {source_name}")),
+        created_by: actor.clone(),
+        created_at_ms: now_ms,
+    };
+    let audit = AuditEntry {
+        at_ms: now_ms,
+        actor,
+        action: "suppression.create".into(),
+        subject: recipient.clone(),
+        before: None,
+        after: Some(serde_json::json!({
+            "channel": channel,
+            "reason": record.reason,
+            "note": record.note,
+        })),
+    };
+    Some((
+        NewSuppression {
+            recipient,
+            channel,
+            record,
+        },
+        audit,
+    ))
 }
