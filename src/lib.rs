@@ -31,6 +31,9 @@ use http::server::{self, Limits};
 const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a webhook may wait to be verified and committed before the edge answers 503.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// The cache coordinator's bounds: entries, and how long an entry may be served.
+const CACHE_CAPACITY: usize = 100_000;
+const CACHE_TTL: Duration = Duration::from_secs(60);
 /// Invalid signatures are counted over this window (the contract's "within a minute").
 const BLOCK_WINDOW: Duration = Duration::from_secs(60);
 
@@ -53,13 +56,35 @@ impl Running {
 
 /// Starts herald on `config` and returns once both ports are listening.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let metrics = Arc::new(herald_actors::metrics::Metrics::new());
+    let perf: herald_actors::PerfSink = Arc::default();
+    let observed = Arc::clone(&metrics);
+    let sink = Arc::clone(&perf);
+    let options = herald_storage::Options {
+        observer: Some(Arc::new(move |batch: herald_storage::BatchStats| {
+            let took = batch.apply + batch.commit;
+            herald_actors::emit(
+                &sink,
+                herald_actors::perf::monitor::PerfMsg::Event(
+                    herald_actors::perf::monitor::PerfEvent::Commit {
+                        took,
+                        jobs: batch.jobs,
+                    },
+                ),
+            );
+            observed.commit_seconds.observe(took.as_secs_f64());
+            observed
+                .commit_batch_size
+                .observe(f64::from(u32::try_from(batch.jobs).unwrap_or(u32::MAX)));
+        })),
+        ..herald_storage::Options::default()
+    };
     let path = config.storage.path.clone();
-    let store =
-        tokio::task::spawn_blocking(move || Store::open(&path, herald_storage::Options::default()))
-            .await
-            .context("opening storage")?
-            .with_context(|| format!("opening storage at {}", config.storage.path.display()))?;
-    let herald = Herald::start(settings(&config)?, store.clone()).await?;
+    let store = tokio::task::spawn_blocking(move || Store::open(&path, options))
+        .await
+        .context("opening storage")?
+        .with_context(|| format!("opening storage at {}", config.storage.path.display()))?;
+    let herald = Herald::start(settings(&config)?, store.clone(), metrics, perf).await?;
 
     let ingest = TcpListener::bind(config.server.ingest_listen)
         .await
@@ -214,10 +239,30 @@ fn settings(config: &Config) -> anyhow::Result<Settings> {
             .map(|d| (d.name.clone(), destination_record(d)))
             .collect(),
     };
+    let budgets = config
+        .budgets
+        .iter()
+        .map(|b| {
+            // Route templates are recorded as `/v1/messages/:id`; accept `{id}` in the config too.
+            let metric = b.metric.to_string().replace('{', ":").replace('}', "");
+            herald_actors::perf::budgets::Budget::parse(&metric, b.p75_max)
+                .map_err(|e| anyhow::anyhow!("budgets: {e:?}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(Settings {
         sources,
         routes,
         delivery,
+        budgets: if budgets.is_empty() {
+            herald_actors::perf::budgets::default_budgets()
+        } else {
+            budgets
+        },
+        alerts_destination: config.alerts.destination.clone(),
+        cache: herald_actors::cache::CacheSettings {
+            capacity: CACHE_CAPACITY,
+            ttl: CACHE_TTL,
+        },
         block_after_invalid: config.ingest.block_after_invalid,
         block_window: BLOCK_WINDOW,
         block_for: config.ingest.block,

@@ -24,10 +24,12 @@
 //! The reply port travels with the request and is answered by whoever finishes it, so the
 //! edge makes one round trip and no actor ever awaits a commit.
 
-pub mod delivery;
+pub mod cache;
 pub mod dispatcher;
 pub mod dlq;
 pub mod ingress;
+pub mod metrics;
+pub mod perf;
 pub mod routing;
 pub mod slot;
 pub mod supervisor;
@@ -37,8 +39,8 @@ pub mod verifier;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -71,6 +73,11 @@ pub struct Settings {
     /// How long the edge waits for a request to be verified and committed.
     pub request_timeout: Duration,
     pub delivery: dispatcher::DeliverySettings,
+    /// Budgets graded by the perf monitor (the defaults when the config lists none).
+    pub budgets: Vec<perf::budgets::Budget>,
+    /// Where alert transitions are delivered as messages, if anywhere.
+    pub alerts_destination: Option<String>,
+    pub cache: cache::CacheSettings,
 }
 
 #[derive(Debug)]
@@ -124,7 +131,16 @@ pub struct Core {
     blocked: ArcSwap<HashMap<IpAddr, Instant>>,
     /// Signalled whenever deliveries become due (a commit, a re-queue): wakes the dispatcher.
     pub work: Arc<tokio::sync::Notify>,
+    pub metrics: Arc<metrics::Metrics>,
+    /// The perf monitor, once started: anything may report an event to it.
+    perf: PerfSink,
+    /// The cache coordinator, once started.
+    cache: OnceLock<Slot<cache::CacheMsg>>,
 }
+
+/// Where events for the perf monitor go; set by the supervisor when it starts the monitor.
+/// Created before the store opens, so the store's commit observer can report too.
+pub type PerfSink = Arc<OnceLock<Slot<perf::monitor::PerfMsg>>>;
 
 impl Core {
     pub fn source(&self, name: &str) -> Option<&Source> {
@@ -135,9 +151,33 @@ impl Core {
         routing::destinations_for(&self.routes.load(), source, event_type)
     }
 
+    /// Reports an event to the perf monitor (dropped if it is not running).
+    pub fn perf_event(&self, event: perf::monitor::PerfEvent) {
+        emit(&self.perf, perf::monitor::PerfMsg::Event(event));
+    }
+
+    /// The cache coordinator's current incarnation.
+    pub fn cache(&self) -> Option<Arc<ActorRef<cache::CacheMsg>>> {
+        self.cache.get().map(Slot::get)
+    }
+
+    /// Invalidates cache keys matching `pattern` without waiting (for sync contexts).
+    pub fn invalidate(&self, pattern: &str) {
+        if let Some(cache) = self.cache() {
+            cache::invalidate_now(&cache, pattern);
+        }
+    }
+
     /// Replaces the routing table; the dispatcher, which owns destinations, calls this.
     pub(crate) fn set_routes(&self, routes: Vec<Route>) {
         self.routes.store(Arc::new(routes));
+    }
+}
+
+/// Casts `msg` to the perf monitor behind `sink`, if it runs.
+pub fn emit(sink: &PerfSink, msg: perf::monitor::PerfMsg) {
+    if let Some(slot) = sink.get() {
+        let _ = slot.get().cast(msg);
     }
 }
 
@@ -208,7 +248,12 @@ pub struct Herald {
 
 impl Herald {
     /// Starts the supervision tree over an open store.
-    pub async fn start(settings: Settings, store: Store) -> Result<Self, StartError> {
+    pub async fn start(
+        settings: Settings,
+        store: Store,
+        metrics: Arc<metrics::Metrics>,
+        perf: PerfSink,
+    ) -> Result<Self, StartError> {
         let sources = settings
             .sources
             .iter()
@@ -232,6 +277,9 @@ impl Herald {
             routes,
             blocked: ArcSwap::default(),
             work: Arc::default(),
+            metrics,
+            perf,
+            cache: OnceLock::new(),
         });
         let (ready, children) = tokio::sync::oneshot::channel();
         let (supervisor, handle) = Actor::spawn(None, Supervisor, (Arc::clone(&core), ready))
@@ -371,6 +419,50 @@ impl Herald {
         let timeout = self.core.settings.request_timeout;
         match self.children.dlq.get().call(message, Some(timeout)).await {
             Ok(CallResult::Success(result)) => result.map_err(IngestError::Storage),
+            Ok(CallResult::Timeout | CallResult::SenderError) | Err(_) => {
+                Err(IngestError::Unavailable)
+            }
+        }
+    }
+
+    /// The perf layer's record of one HTTP request.
+    pub fn request_served(&self, port: &'static str, route: String, status: u16, took: Duration) {
+        self.core.metrics.request(port, route.clone(), status, took);
+        emit(
+            &self.core.perf,
+            perf::monitor::PerfMsg::Request {
+                port,
+                route,
+                status,
+                took,
+            },
+        );
+    }
+
+    /// Hands validated web-vitals beacons to the perf monitor.
+    pub fn vitals(&self, beacons: Vec<perf::vitals::Beacon>) {
+        self.core.metrics.vitals.inc_by(beacons.len() as u64);
+        emit(&self.core.perf, perf::monitor::PerfMsg::Beacons(beacons));
+    }
+
+    /// What `GET /v1/perf` shows.
+    pub async fn perf_report(&self) -> Result<perf::monitor::PerfReport, IngestError> {
+        self.perf_call(perf::monitor::PerfMsg::Report).await
+    }
+
+    /// The alerts, newest first; only the active ones if asked.
+    pub async fn alerts(&self, active_only: bool) -> Result<Vec<perf::alerts::Alert>, IngestError> {
+        self.perf_call(|reply| perf::monitor::PerfMsg::Alerts(active_only, reply))
+            .await
+    }
+
+    async fn perf_call<T: Send + 'static>(
+        &self,
+        message: impl FnOnce(ractor::RpcReplyPort<T>) -> perf::monitor::PerfMsg,
+    ) -> Result<T, IngestError> {
+        let timeout = self.core.settings.request_timeout;
+        match self.children.perf.get().call(message, Some(timeout)).await {
+            Ok(CallResult::Success(value)) => Ok(value),
             Ok(CallResult::Timeout | CallResult::SenderError) | Err(_) => {
                 Err(IngestError::Unavailable)
             }

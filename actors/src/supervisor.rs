@@ -1,8 +1,8 @@
 //! The root supervisor: starts every child linked, restarts one that fails, and gives up
 //! (stops itself, which `main` treats as fatal) when restarts exceed the budget.
 //!
-//! Children, in start order: the ingress, the verifier pool, the DLQ keeper, the suppression
-//! registry, the dispatcher.
+//! Children, in start order: the cache coordinator, the perf monitor, the ingress, the
+//! verifier pool, the DLQ keeper, the suppression registry, the dispatcher.
 //!
 //! ractor has no built-in restart strategy, and the default supervision handler stops the
 //! parent when a child ends, so this actor implements one-for-one restarts itself. A restart
@@ -19,9 +19,11 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use crate::Core;
+use crate::cache::{CacheCoordinator, CacheMsg};
 use crate::dispatcher::{Dispatcher, DispatcherArgs, DispatcherMsg};
 use crate::dlq::{DlqKeeper, DlqMsg};
 use crate::ingress::{Ingress, IngressMsg};
+use crate::perf::monitor::{PerfArgs, PerfMonitor, PerfMsg};
 use crate::slot::Slot;
 use crate::suppression::SuppressionRegistry;
 use crate::verifier::{Verifier, VerifierArgs, VerifierMsg};
@@ -38,6 +40,8 @@ enum Child {
     DlqKeeper,
     Dispatcher,
     SuppressionRegistry,
+    Cache,
+    Perf,
 }
 
 /// The slots a child may need to reach its peers; filled in as they start.
@@ -54,6 +58,8 @@ pub struct Children {
     pub verifiers: Vec<Slot<VerifierMsg>>,
     pub dlq: Slot<DlqMsg>,
     pub dispatcher: Slot<DispatcherMsg>,
+    pub cache: Slot<CacheMsg>,
+    pub perf: Slot<PerfMsg>,
 }
 
 #[derive(Debug)]
@@ -92,6 +98,20 @@ impl Supervisor {
             Child::Ingress => {
                 let (actor, _) =
                     Actor::spawn_linked(None, Ingress, Arc::clone(core), supervisor).await?;
+                actor.get_cell()
+            }
+            Child::Cache => {
+                let settings = core.settings.cache;
+                let (actor, _) =
+                    Actor::spawn_linked(None, CacheCoordinator, settings, supervisor).await?;
+                actor.get_cell()
+            }
+            Child::Perf => {
+                let args = PerfArgs {
+                    core: Arc::clone(core),
+                    budgets: core.settings.budgets.clone(),
+                };
+                let (actor, _) = Actor::spawn_linked(None, PerfMonitor, args, supervisor).await?;
                 actor.get_cell()
             }
             Child::SuppressionRegistry => {
@@ -159,7 +179,17 @@ impl Actor for Supervisor {
         let mut roles = HashMap::new();
         let mut peers = Peers::default();
         let parent = myself.get_cell();
-        // Order matters: each child's peers start before it.
+        // Order matters: each child's peers start before it. The cache and the perf monitor
+        // come first: every other child may use them, through `Core`.
+        let cell = Self::spawn_child(Child::Cache, &core, &peers, parent.clone()).await?;
+        roles.insert(cell.get_id(), Child::Cache);
+        let cache = Slot::new(ActorRef::<CacheMsg>::from(cell));
+        let _ = core.cache.set(cache.clone());
+        let cell = Self::spawn_child(Child::Perf, &core, &peers, parent.clone()).await?;
+        roles.insert(cell.get_id(), Child::Perf);
+        let perf = Slot::new(ActorRef::<PerfMsg>::from(cell));
+        let _ = core.perf.set(perf.clone());
+
         let cell = Self::spawn_child(Child::Ingress, &core, &peers, parent.clone()).await?;
         roles.insert(cell.get_id(), Child::Ingress);
         let ingress = Slot::new(ActorRef::<IngressMsg>::from(cell));
@@ -189,6 +219,8 @@ impl Actor for Supervisor {
             verifiers,
             dlq,
             dispatcher,
+            cache,
+            perf,
         };
         let _ = ready.send(children.clone());
         Ok(SupervisorState {
@@ -256,6 +288,9 @@ impl Actor for Supervisor {
             Child::DlqKeeper => state.children.dlq.replace(cell.into()),
             // Nobody sends to the registry; its timer lives inside it.
             Child::SuppressionRegistry => {}
+            // The same slots are in `Core`: one swap serves both.
+            Child::Cache => state.children.cache.replace(cell.into()),
+            Child::Perf => state.children.perf.replace(cell.into()),
             Child::Verifier(i) => {
                 if let Some(slot) = state.children.verifiers.get(i) {
                     slot.replace(cell.into());

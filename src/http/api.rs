@@ -15,7 +15,7 @@ use super::App;
 use super::auth::Caller;
 use super::query::{Query, segment};
 use super::response::{ApiError, Resp, json};
-use super::{destinations, dlq, messages, subjects};
+use super::{destinations, dlq, messages, monitoring, subjects};
 use crate::config::Scope;
 
 pub async fn route(app: Arc<App>, req: Request<Incoming>, _peer: SocketAddr) -> Resp {
@@ -42,6 +42,7 @@ async fn handle(app: &App, req: Request<Incoming>) -> Result<Resp, ApiError> {
     match (req.method(), segments.as_slice()) {
         (&Method::GET, ["healthz"]) => return Ok(json(StatusCode::OK, &json!({"status": "ok"}))),
         (&Method::GET, ["readyz"]) => return Ok(readiness(app).await),
+        (&Method::GET, ["metrics"]) => return monitoring::metrics(app).await,
         _ => {}
     }
 
@@ -63,6 +64,30 @@ async fn handle(app: &App, req: Request<Incoming>) -> Result<Resp, ApiError> {
         ["v1", "suppressions", rest @ ..] => suppressions_routes(call, rest).await,
         ["v1", "preferences", rest @ ..] => preferences_routes(call, rest).await,
         ["v1", "subjects", rest @ ..] => subjects_routes(call, rest).await,
+        ["v1", "perf"] if call.method == Method::GET => {
+            call.caller.require(Scope::Read)?;
+            monitoring::perf(app).await
+        }
+        ["v1", "alerts"] if call.method == Method::GET => {
+            call.caller.require(Scope::Read)?;
+            monitoring::alerts(app, &call.query).await
+        }
+        ["v1", "cache", "stats"] if call.method == Method::GET => {
+            call.caller.require(Scope::Read)?;
+            monitoring::cache_stats(app).await
+        }
+        ["v1", "cache", "invalidate"] if call.method == Method::POST => {
+            call.caller.require(Scope::Write)?;
+            monitoring::cache_invalidate(app, &call.headers, call.body).await
+        }
+        ["v1", "storage"] if call.method == Method::GET => {
+            call.caller.require(Scope::Read)?;
+            monitoring::storage(app).await
+        }
+        ["v1", "storage", "maintenance"] if call.method == Method::POST => {
+            call.caller.require(Scope::Admin)?;
+            monitoring::maintenance(app).await
+        }
         ["v1", "audit"] if call.method == Method::GET => {
             call.caller.require(Scope::Read)?;
             subjects::list_audit(app, &call.query).await

@@ -6,9 +6,9 @@
 
 use std::time::SystemTime;
 
-use herald_actors::delivery::ssrf::{self, Refusal};
 use herald_actors::dispatcher::breaker::BreakerPolicy;
 use herald_actors::dispatcher::circuit_from_record;
+use herald_actors::dispatcher::ssrf::{self, Refusal};
 use herald_actors::unix_ms;
 use herald_actors::verifier::schemes::{decode_whsec, encode_whsec};
 use herald_storage::{CircuitRecord, DestinationRecord};
@@ -140,7 +140,7 @@ pub async fn create(
             format!("a destination named `{}` exists", req.name),
         ));
     }
-    app.herald.destination_changed(&req.name);
+    changed(app, &req.name);
     let mut view = render(app, &req.name, &record);
     audit(
         app,
@@ -200,7 +200,7 @@ pub async fn patch(
         })
         .await?
         .ok_or_else(|| ApiError::not_found(format_args!("destination {name}")))?;
-    app.herald.destination_changed(name);
+    changed(app, name);
     let view = render(app, name, &updated);
     audit(
         app,
@@ -224,7 +224,7 @@ pub async fn delete(app: &App, caller: &Caller, name: &str) -> Result<Resp, ApiE
     if !deleted {
         return Err(ApiError::not_found(format_args!("destination {name}")));
     }
-    app.herald.destination_changed(name);
+    changed(app, name);
     audit(app, caller, "destination.delete", name, before, None).await;
     Ok(empty(StatusCode::NO_CONTENT))
 }
@@ -254,7 +254,7 @@ pub async fn rotate(
         })
         .await?
         .ok_or_else(|| ApiError::not_found(format_args!("destination {name}")))?;
-    app.herald.destination_changed(name);
+    changed(app, name);
     // Never a secret in the audit trail: only that it happened, and the grace period.
     let grace = json!({"rotated": true, "grace_secs": grace_ms / 1000});
     audit(
@@ -292,12 +292,36 @@ async fn audit(
     }
 }
 
+/// A destination, through the cache (`dest:{name}`, invalidated by every change to it).
 async fn find(app: &App, name: &str) -> Result<DestinationRecord, ApiError> {
-    app.herald
-        .store()
-        .destination(name.to_owned())
-        .await?
+    let cache = app
+        .herald
+        .core()
+        .cache()
+        .ok_or_else(ApiError::unavailable)?;
+    let store = app.herald.store().clone();
+    let wanted = name.to_owned();
+    let found = herald_actors::cache::get_or_load(
+        &cache,
+        format!("dest:{name}"),
+        std::time::Duration::from_secs(10),
+        move || async move { store.destination(wanted).await.map_err(|e| e.to_string()) },
+    )
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, "destination lookup");
+        ApiError::unavailable()
+    })?;
+    found
+        .as_ref()
+        .clone()
         .ok_or_else(|| ApiError::not_found(format_args!("destination {name}")))
+}
+
+/// Drops the cached copy after a change (before the change is answered).
+fn changed(app: &App, name: &str) {
+    app.herald.core().invalidate(&format!("dest:{name}"));
+    app.herald.destination_changed(name);
 }
 
 fn render(app: &App, name: &str, r: &DestinationRecord) -> Value {

@@ -89,6 +89,12 @@ pub async fn bulk_retry(
     };
     // The keeper answers with the count at once and re-queues large sets in the background.
     let count = app.herald.dlq_bulk_retry(filter).await?;
+    app.herald
+        .core()
+        .perf_event(herald_actors::perf::monitor::PerfEvent::BulkOperation {
+            what: "dlq.bulk_retry".into(),
+            count,
+        });
     let mut after = asked;
     after["requeued"] = count.into();
     // Bulk operations are audited as one entry with the count.

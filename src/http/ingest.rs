@@ -24,12 +24,23 @@ pub async fn route(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> R
     let result = match path.strip_prefix("/webhooks/") {
         Some(source) if !source.is_empty() && !source.contains('/') => {
             if req.method() == Method::POST {
-                webhook(&app, source, req, peer).await
+                let result = webhook(&app, source, req, peer).await;
+                // Only configured sources get a series: the label set stays bounded.
+                if app.herald.source(source).is_some() {
+                    let outcome = match &result {
+                        Ok(resp) if resp.status() == StatusCode::OK => "duplicate",
+                        Ok(_) => "accepted",
+                        Err(e) => e.code,
+                    };
+                    app.herald.core().metrics.ingest(source, outcome);
+                }
+                result
             } else {
                 Err(ApiError::method_not_allowed())
             }
         }
         _ if path == "/healthz" => Ok(json(StatusCode::OK, &json!({"status": "ok"}))),
+        _ if path == "/vitals" => Ok(super::vitals::route(&app, req).await),
         _ => Err(ApiError::not_found(format_args!("route {path}"))),
     };
     result.unwrap_or_else(ApiError::into_response)

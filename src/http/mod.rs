@@ -13,10 +13,13 @@ mod dlq;
 mod ingest;
 mod json_body;
 mod messages;
+mod monitoring;
 mod query;
 pub mod response;
+mod routes;
 pub mod server;
 mod subjects;
+mod vitals;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,11 +39,39 @@ pub struct App {
 }
 
 pub fn ingest_handler(app: &Arc<App>) -> server::Handler {
-    let app = Arc::clone(app);
-    Arc::new(move |req, peer| Box::pin(ingest::route(Arc::clone(&app), req, peer)))
+    timed("ingest", app, |app, req, peer| {
+        Box::pin(ingest::route(app, req, peer))
+    })
 }
 
 pub fn api_handler(app: &Arc<App>) -> server::Handler {
+    timed("api", app, |app, req, peer| {
+        Box::pin(api::route(app, req, peer))
+    })
+}
+
+/// Wraps a port's router with the perf layer: every request's latency is recorded under its
+/// route template and status class.
+fn timed(
+    port: &'static str,
+    app: &Arc<App>,
+    route: fn(
+        Arc<App>,
+        hyper::Request<hyper::body::Incoming>,
+        std::net::SocketAddr,
+    ) -> server::BoxFuture,
+) -> server::Handler {
     let app = Arc::clone(app);
-    Arc::new(move |req, peer| Box::pin(api::route(Arc::clone(&app), req, peer)))
+    Arc::new(move |req, peer| {
+        let app = Arc::clone(&app);
+        let template = routes::template(req.method(), req.uri().path());
+        Box::pin(async move {
+            let started = std::time::Instant::now();
+            let resp = route(Arc::clone(&app), req, peer).await;
+            let took = started.elapsed();
+            app.herald
+                .request_served(port, template, resp.status().as_u16(), took);
+            resp
+        })
+    })
 }

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
+use herald_actors::perf::monitor::PerfEvent;
 use herald_actors::unix_ms;
 use herald_storage::{
     AuditEntry, AuditView, NewSuppression, Preferences, SuppressionRecord, SuppressionView,
@@ -116,6 +117,7 @@ pub async fn create_suppression(
         .store()
         .add_suppressions(vec![item], vec![audit])
         .await?;
+    invalidate(app, "supp", &view.recipient);
     Ok(json(StatusCode::CREATED, &render_suppression(&view)))
 }
 
@@ -154,6 +156,12 @@ pub async fn bulk_suppress(
         .store()
         .add_suppressions(items, vec![audit])
         .await?;
+    // Thousands of recipients: one pattern rather than thousands of keys.
+    app.herald.core().invalidate("supp:*");
+    app.herald.core().perf_event(PerfEvent::BulkOperation {
+        what: "suppressions.bulk".into(),
+        count,
+    });
     Ok(json(StatusCode::CREATED, &json!({"created": count})))
 }
 
@@ -182,6 +190,7 @@ pub async fn delete_suppression(
             }
         })
         .await?;
+    invalidate(app, "supp", recipient);
     match removed {
         Some(_) => Ok(empty(StatusCode::NO_CONTENT)),
         None => Err(ApiError::not_found(format_args!(
@@ -249,12 +258,26 @@ fn render_suppression(s: &SuppressionView) -> Value {
 // ---- preferences ---------------------------------------------------------------------------
 
 pub async fn get_preferences(app: &App, recipient: &str) -> Result<Resp, ApiError> {
-    let prefs = app
+    // Through the cache: the same entry the delivery path reads, one hit or miss per lookup.
+    let cache = app
         .herald
-        .store()
-        .preferences(recipient.to_owned())
-        .await?
-        .unwrap_or_default();
+        .core()
+        .cache()
+        .ok_or_else(ApiError::unavailable)?;
+    let store = app.herald.store().clone();
+    let who = recipient.to_owned();
+    let cached = herald_actors::cache::get_or_load(
+        &cache,
+        format!("prefs:{recipient}"),
+        CACHE_WAIT,
+        move || async move { store.preferences(who).await.map_err(|e| e.to_string()) },
+    )
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, "preferences lookup");
+        ApiError::unavailable()
+    })?;
+    let prefs = cached.as_ref().clone().unwrap_or_default();
     Ok(json(StatusCode::OK, &render_preferences(recipient, &prefs)))
 }
 
@@ -375,6 +398,7 @@ where
             }
         })
         .await?;
+    invalidate(app, "prefs", recipient);
     Ok(stored.unwrap_or_default())
 }
 
@@ -444,6 +468,8 @@ pub async fn erase(app: &App, caller: &Caller, recipient: &str) -> Result<Resp, 
         .store()
         .erase_subject(recipient.to_owned(), audit)
         .await?;
+    invalidate(app, "supp", recipient);
+    invalidate(app, "prefs", recipient);
     tracing::info!(
         messages = report.messages,
         suppressions_kept = report.suppressions,
@@ -515,6 +541,15 @@ pub fn entry(
         after,
     }
 }
+
+/// Drops a recipient's cached entry after a write, before the write is answered: the cache's
+/// mailbox is ordered, so no later lookup can see the old value.
+fn invalidate(app: &App, kind: &str, recipient: &str) {
+    app.herald.core().invalidate(&format!("{kind}:{recipient}"));
+}
+
+/// How long an API lookup waits for the cache.
+const CACHE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn now_ms() -> u64 {
     unix_ms(SystemTime::now())

@@ -56,10 +56,6 @@ pub struct DueDelivery {
     pub round_attempts: u32,
     pub message: MessageRecord,
     pub body: Bytes,
-    /// The recipient's suppressions (by channel) and preferences, read in the same snapshot,
-    /// for the delivery path's opt-out check. Empty when the message has no recipient.
-    pub suppressions: Vec<(String, crate::records::SuppressionRecord)>,
-    pub preferences: Option<crate::records::Preferences>,
 }
 
 /// What an attempt (or a decision about one) does to a delivery.
@@ -269,13 +265,6 @@ pub(crate) fn due(
             ));
         };
         let (message, body) = decode_message(raw.value())?;
-        let (suppressions, preferences) = match &message.recipient {
-            Some(recipient) => (
-                crate::subjects::suppressions_of(txn, recipient)?,
-                crate::subjects::preferences_of(txn, recipient)?,
-            ),
-            None => (Vec::new(), None),
-        };
         out.push(DueDelivery {
             key: DeliveryKey {
                 message: MessageId(id),
@@ -285,8 +274,6 @@ pub(crate) fn due(
             round_attempts: delivery.round_attempts,
             message,
             body: Bytes::copy_from_slice(body),
-            suppressions,
-            preferences,
         });
     }
     Ok(out)

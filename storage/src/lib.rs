@@ -16,6 +16,7 @@
 pub mod deliveries;
 mod destinations;
 mod error;
+pub mod maintenance;
 pub mod messages;
 mod records;
 pub mod subjects;
@@ -34,6 +35,7 @@ pub use deliveries::{
     AttemptUpdate, DeadCursor, DeadFilter, DeadLetter, DeliveryKey, DueDelivery, Outcome,
 };
 pub use error::{Result, StorageError};
+pub use maintenance::{IndexHealth, MaintenanceReport, StorageStats, TableInfo};
 pub use messages::{
     Accepted, DedupeKey, MessageFilter, MessageView, NewMessage, Page, SWEEP_SLICES,
 };
@@ -83,6 +85,8 @@ impl std::fmt::Debug for Options {
 pub struct Store {
     db: Arc<Database>,
     writer: writer::Writer,
+    /// The database file, for its size.
+    path: Arc<Path>,
 }
 
 impl std::fmt::Debug for Store {
@@ -106,7 +110,11 @@ impl Store {
         );
         initialise(&db)?;
         let writer = writer::Writer::spawn(Arc::clone(&db), options.observer)?;
-        Ok(Self { db, writer })
+        Ok(Self {
+            db,
+            writer,
+            path: path.into(),
+        })
     }
 
     /// Runs `op` in the next group commit; `done` gets its outcome after the commit.
@@ -453,6 +461,39 @@ impl Store {
     pub async fn export_subject(&self, recipient: String) -> Result<SubjectExport> {
         self.read(move |txn| subjects::export(txn, &recipient))
             .await
+    }
+
+    // ---- maintenance (see [`maintenance`]) ---------------------------------------------------
+
+    /// Every table with its entry count, the file's size and the schema version
+    /// (`GET /v1/storage`). Cheap: counts are kept in the B-tree headers, nothing is scanned.
+    pub async fn stats(&self) -> Result<StorageStats> {
+        let path = Arc::clone(&self.path);
+        self.read(move |txn| maintenance::stats(txn, &path)).await
+    }
+
+    /// Compares every secondary index with its primary table on one read snapshot; repairs
+    /// nothing. Full scans of the indexed tables, but never delays a write: see [`maintenance`].
+    pub async fn verify_indexes(&self) -> Result<Vec<IndexHealth>> {
+        self.read(maintenance::verify_all).await
+    }
+
+    /// `POST /v1/storage/maintenance`: verifies every secondary index and, with `repair`,
+    /// rebuilds the wrong ones from their primary tables in one write job (no other write
+    /// commits while it runs). Does not compact nor run redb's integrity check: both need the
+    /// database exclusively, which a running herald never has; the report says so. See
+    /// [`maintenance`] for the costs and for [`maintenance::compact_offline`].
+    pub async fn maintenance(&self, repair: bool) -> Result<MaintenanceReport> {
+        let started = std::time::Instant::now();
+        let mut indexes = self.verify_indexes().await?;
+        let broken = maintenance::unhealthy(&indexes);
+        if repair && !broken.is_empty() {
+            let repaired = self
+                .write(move |tx| maintenance::rebuild_all(tx, &broken))
+                .await?;
+            maintenance::mark_rebuilt(&mut indexes, &repaired);
+        }
+        Ok(maintenance::online_report(indexes, started.elapsed()))
     }
 
     /// True while the database answers reads and the writer thread runs.

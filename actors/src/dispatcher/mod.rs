@@ -16,6 +16,7 @@ pub mod breaker;
 pub mod messages;
 pub mod outbound;
 pub mod retry;
+pub mod ssrf;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -24,14 +25,16 @@ use std::time::{Duration, SystemTime};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use herald_storage::{
     Attempt, AttemptUpdate, CircuitRecord, DeliveryKey, DestinationRecord, DueDelivery, MessageId,
-    Outcome,
+    Outcome, Preferences,
 };
 use hyper_util::rt::TokioExecutor;
 use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
-use crate::delivery::ssrf::GuardedConnector;
+use crate::dispatcher::ssrf::GuardedConnector;
 use crate::dlq::DlqMsg;
+use crate::metrics::{DestinationLabels, Metrics};
+use crate::perf::monitor::PerfEvent;
 use crate::slot::Slot;
 use crate::suppression::rules;
 use crate::verifier::schemes::decode_whsec;
@@ -433,27 +436,30 @@ async fn scan(myself: &ActorRef<DispatcherMsg>, state: &mut DispatcherState) {
             continue;
         };
         for delivery in due {
-            // Opted out or suppressed: recorded, never sent, costs no attempt.
-            if let Some(reason) = rules::verdict(
-                &delivery.suppressions,
-                delivery.preferences.as_ref(),
-                &dest.record.channel,
-                delivery.message.category.as_deref(),
-                now,
-            ) {
+            // Opted out or suppressed: recorded, never sent, costs no attempt. If the check
+            // itself fails, the delivery waits for the next scan: never send unchecked.
+            let verdict = match held_back(&state.core, &dest.record.channel, &delivery, now).await {
+                Ok(verdict) => verdict,
+                Err(e) => {
+                    tracing::warn!(error = %e, "opt-out check failed; delivery deferred");
+                    continue;
+                }
+            };
+            state.core.perf_event(PerfEvent::Delivery {
+                suppressed: verdict.is_some(),
+            });
+            if let Some(reason) = verdict {
                 dest.in_flight.insert(delivery.key.message);
                 state.in_flight += 1;
-                record(
-                    myself,
-                    &state.core,
-                    AttemptUpdate {
-                        key: delivery.key,
-                        attempt: None,
-                        outcome: Outcome::Suppressed { reason },
-                        destination: None,
-                        now_ms: now,
-                    },
-                );
+                state.core.metrics.delivery(&name, "suppressed");
+                let update = AttemptUpdate {
+                    key: delivery.key,
+                    attempt: None,
+                    outcome: Outcome::Suppressed { reason },
+                    destination: None,
+                    now_ms: now,
+                };
+                record(myself, &state.core, update);
                 continue;
             }
             if dest.limiter.as_ref().is_some_and(|l| l.check().is_err()) {
@@ -528,12 +534,22 @@ fn finish(
         release(state, &key);
         return;
     };
+    let metrics = &state.core.metrics;
+    metrics
+        .attempt_seconds
+        .get_or_create(&DestinationLabels {
+            destination: key.destination.clone(),
+        })
+        .observe(result.duration.as_secs_f64());
     let mut changed = false;
     let outcome = match classify(result) {
         Verdict::Success => {
             if dest.circuit.on_success() == Transition::Closed {
                 changed = true;
                 tracing::info!(destination = %key.destination, "circuit closed");
+                state.core.perf_event(PerfEvent::CircuitClosed {
+                    destination: key.destination.clone(),
+                });
                 if settings.auto_recover {
                     let _ = state
                         .dlq
@@ -557,6 +573,10 @@ fn finish(
             let transition = dest.circuit.on_failure(&settings.breaker, now);
             if transition == Transition::Opened {
                 tracing::warn!(destination = %key.destination, "circuit opened");
+                state.core.perf_event(PerfEvent::CircuitOpened {
+                    destination: key.destination.clone(),
+                    failures: dest.circuit.consecutive_failures(),
+                });
             }
             changed = true;
             after_failure(
@@ -569,6 +589,8 @@ fn finish(
             )
         }
     };
+    metrics.delivery(&key.destination, outcome_label(&outcome, classify(result)));
+    set_circuit_gauge(metrics, &key.destination, &dest.circuit);
     let destination = changed.then(|| {
         let snapshot = dest.snapshot();
         dest.record.circuit = snapshot.circuit;
@@ -587,16 +609,105 @@ fn finish(
     );
 }
 
+fn outcome_label(outcome: &Outcome, verdict: Verdict) -> &'static str {
+    match (outcome, verdict) {
+        (_, Verdict::Gone) => "gone",
+        (Outcome::Succeeded, _) => "succeeded",
+        (Outcome::Retry { .. } | Outcome::Wait { .. }, _) => "retrying",
+        (Outcome::Dead, _) => "dead",
+        (Outcome::Suppressed { .. }, _) => "suppressed",
+    }
+}
+
+fn set_circuit_gauge(metrics: &Metrics, destination: &str, circuit: &Circuit) {
+    let value = match circuit {
+        Circuit::Closed { .. } => 0,
+        Circuit::HalfOpen { .. } => 1,
+        Circuit::Open { .. } => 2,
+    };
+    metrics
+        .circuit_state
+        .get_or_create(&DestinationLabels {
+            destination: destination.to_owned(),
+        })
+        .set(value);
+}
+
+/// Why `delivery` must not be sent on `channel`, if it must not: its recipient's suppressions
+/// and preferences, through the cache.
+async fn held_back(
+    core: &Arc<Core>,
+    channel: &str,
+    delivery: &DueDelivery,
+    now: u64,
+) -> Result<Option<String>, String> {
+    let Some(recipient) = &delivery.message.recipient else {
+        return Ok(None);
+    };
+    let (suppressions, preferences) = opt_out(core, recipient).await?;
+    Ok(rules::verdict(
+        &suppressions,
+        preferences.as_ref().as_ref(),
+        channel,
+        delivery.message.category.as_deref(),
+        now,
+    ))
+}
+
+type Suppressions = Vec<(String, herald_storage::SuppressionRecord)>;
+
+/// A recipient's suppressions and preferences, through the cache (`supp:` and `prefs:` keys,
+/// invalidated by every write to them).
+async fn opt_out(
+    core: &Arc<Core>,
+    recipient: &str,
+) -> Result<(Arc<Suppressions>, Arc<Option<Preferences>>), String> {
+    let Some(cache) = core.cache() else {
+        return Err("cache coordinator not running".into());
+    };
+    let store = core.store.clone();
+    let who = recipient.to_owned();
+    let suppressions = crate::cache::get_or_load(
+        &cache,
+        format!("supp:{recipient}"),
+        CACHE_WAIT,
+        move || async move { store.suppressions_of(who).await.map_err(|e| e.to_string()) },
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let store = core.store.clone();
+    let who = recipient.to_owned();
+    let preferences = crate::cache::get_or_load(
+        &cache,
+        format!("prefs:{recipient}"),
+        CACHE_WAIT,
+        move || async move { store.preferences(who).await.map_err(|e| e.to_string()) },
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok((suppressions, preferences))
+}
+
+/// How long the delivery path waits for an opt-out lookup.
+const CACHE_WAIT: Duration = Duration::from_secs(10);
+
 /// Writes an outcome through the group commit; the delivery is released after the commit.
-fn record(myself: &ActorRef<DispatcherMsg>, core: &Core, update: AttemptUpdate) {
+fn record(myself: &ActorRef<DispatcherMsg>, core: &Arc<Core>, update: AttemptUpdate) {
     let me = myself.clone();
     let recorded = update.key.clone();
+    // The destination's stored state changed (circuit, disabled): drop its cached copy once
+    // the change is committed.
+    let changed = update.destination.as_ref().map(|(name, _)| name.clone());
+    let cache = Arc::clone(core);
     core.store.record_attempt(
         update,
         Box::new(move |result| {
             if let Err(e) = result {
                 // Not recorded: the delivery is still queued as before, and is retried.
                 tracing::error!(error = %e, "recording an outcome failed");
+            }
+            if let Some(name) = &changed {
+                cache.invalidate(&format!("dest:{name}"));
             }
             let _ = me.cast(DispatcherMsg::Recorded(recorded));
         }),

@@ -13,7 +13,7 @@ use http::{HeaderValue, Method, Request, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
 
-use crate::delivery::ssrf::GuardedConnector;
+use crate::dispatcher::ssrf::GuardedConnector;
 use crate::verifier::schemes::sign_standard;
 
 /// The HTTP client shared by all attempts: pooled keep-alive connections, every one opened

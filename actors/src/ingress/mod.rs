@@ -86,12 +86,19 @@ impl Actor for Ingress {
         match msg {
             IngressMsg::Accept(message, reply) => {
                 let fans_out = !message.destinations.is_empty();
+                let suppressed = message.suppress.as_ref().map(|(s, _)| s.recipient.clone());
                 let core = Arc::clone(&state.core);
                 state.core.store.insert_message(
                     *message,
                     Box::new(move |outcome| {
-                        if fans_out && matches!(outcome, Ok(Accepted::New(_))) {
-                            core.work.notify_one();
+                        if matches!(outcome, Ok(Accepted::New(_))) {
+                            // A feedback-loop suppression just committed: no stale cached read.
+                            if let Some(recipient) = &suppressed {
+                                core.invalidate(&format!("supp:{recipient}"));
+                            }
+                            if fans_out {
+                                core.work.notify_one();
+                            }
                         }
                         let answer = outcome.map_err(IngestError::Storage).map(|a| match a {
                             Accepted::New(id) => Ingested {
@@ -112,11 +119,14 @@ impl Actor for Ingress {
             IngressMsg::InvalidSignature(client, reply) => {
                 let now = Instant::now();
                 if let Some(until) = state.blocklist.record_invalid(client, now) {
-                    tracing::warn!(
-                        %client,
-                        block_secs = until.saturating_duration_since(now).as_secs(),
-                        "client blocked after repeated invalid signatures"
-                    );
+                    let block_secs = until.saturating_duration_since(now).as_secs();
+                    tracing::warn!(%client, block_secs, "client blocked after repeated invalid signatures");
+                    state
+                        .core
+                        .perf_event(crate::perf::monitor::PerfEvent::ClientBlocked {
+                            client: client.to_string(),
+                            until_ms: unix_ms(SystemTime::now()).saturating_add(block_secs * 1000),
+                        });
                     publish_blocks(&state.core, &state.blocklist);
                 }
                 let _ = reply.send(Err(IngestError::Rejected(VerifyError::InvalidSignature)));

@@ -60,6 +60,13 @@ impl Actor for Verifier {
                 ingress.cast(IngressMsg::InvalidSignature(webhook.client, reply))
             }
             Err(e) => {
+                if e == VerifyError::StaleTimestamp {
+                    state
+                        .core
+                        .perf_event(crate::perf::monitor::PerfEvent::StaleTimestamp {
+                            source: webhook.source.clone(),
+                        });
+                }
                 let _ = reply.send(Err(IngestError::Rejected(e)));
                 Ok(())
             }

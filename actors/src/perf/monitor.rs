@@ -1,0 +1,560 @@
+//! The perf monitor actor: route latencies, Core Web Vitals, budgets, storage timings, alerts.
+//!
+//! Everything arrives as a cast (requests served, beacons, events from other actors) and is
+//! folded into the pure structures of this module's siblings; a tick every [`TICK`] grades the
+//! budgets and the rate-based conditions and opens or resolves alerts. An alert opens once and
+//! resolves when its condition clears; with `[alerts] destination` every transition is also
+//! stored as a message of type `alert.<kind>` for that destination, so herald's own alerts are
+//! delivered like any other webhook.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use herald_storage::{MessageId, MessageRecord, NewMessage};
+use ractor::concurrency::JoinHandle;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde::Serialize;
+
+use super::alerts::{Alert, AlertBook, AlertKind, Severity, Transition};
+use super::budgets::{Budget, BudgetReport, BudgetState, report};
+use super::latency::{RouteLatencies, RouteStats};
+use super::vitals::{Beacon, Metric};
+use super::window::VitalsWindow;
+use crate::{Core, unix_ms};
+
+pub const TICK: Duration = Duration::from_secs(5);
+/// The window over which vitals p75 is computed, and the samples needed before judging.
+pub const VITALS_WINDOW: Duration = Duration::from_secs(3600);
+pub const VITALS_MIN_SAMPLES: usize = 5;
+
+/// Alert thresholds. Fixed for now; each is documented where it is checked.
+pub mod thresholds {
+    /// DLQ entries: warning from this many, critical from ten times as many.
+    pub const DLQ_DEPTH: u64 = 100;
+    /// Stale or future timestamps from one source within a minute (replay attempts).
+    pub const STALE_PER_MINUTE: usize = 10;
+    /// Cache misses per lookup over a tick, once there were enough lookups.
+    pub const CACHE_MISS_RATE: f64 = 0.5;
+    pub const CACHE_MIN_LOOKUPS: u64 = 100;
+    /// Share of delivery decisions that were suppressions, over a tick.
+    pub const SUPPRESSION_RATE: f64 = 0.2;
+    pub const SUPPRESSION_MIN_DECISIONS: u64 = 100;
+    /// A commit slower than this is a slow storage operation.
+    pub const SLOW_COMMIT_MS: u64 = 250;
+    /// Bulk operations of at least this many items raise an (informational) alert.
+    pub const BULK_ITEMS: usize = 1000;
+}
+
+/// Something another part of herald reports.
+#[derive(Debug, Clone)]
+pub enum PerfEvent {
+    CircuitOpened {
+        destination: String,
+        failures: u32,
+    },
+    CircuitClosed {
+        destination: String,
+    },
+    ClientBlocked {
+        client: String,
+        until_ms: u64,
+    },
+    StaleTimestamp {
+        source: String,
+    },
+    BulkOperation {
+        what: String,
+        count: usize,
+    },
+    /// A delivery decision: sent (`false`) or held back by an opt-out (`true`).
+    Delivery {
+        suppressed: bool,
+    },
+    /// A storage commit and how long it took.
+    Commit {
+        took: Duration,
+        jobs: usize,
+    },
+}
+
+#[derive(Debug)]
+pub enum PerfMsg {
+    Request {
+        port: &'static str,
+        route: String,
+        status: u16,
+        took: Duration,
+    },
+    Beacons(Vec<Beacon>),
+    Event(PerfEvent),
+    Tick,
+    Report(RpcReplyPort<PerfReport>),
+    Alerts(bool, RpcReplyPort<Vec<Alert>>),
+}
+
+/// What `GET /v1/perf` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct PerfReport {
+    pub routes: Vec<RouteStats>,
+    pub vitals: Vec<VitalP75>,
+    pub budgets: Vec<BudgetReport>,
+    pub storage: StorageTimings,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VitalP75 {
+    pub page: String,
+    pub metric: Metric,
+    pub p75: f64,
+    pub samples: usize,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StorageTimings {
+    pub commits: u64,
+    pub slow_commits: u64,
+    pub slow_threshold_ms: u64,
+    /// The most recent slow commits, newest first: `(at_ms, took_ms, jobs)`.
+    pub recent_slow: Vec<(u64, u64, usize)>,
+}
+
+#[derive(Debug)]
+pub struct PerfMonitor;
+
+pub struct PerfArgs {
+    pub core: Arc<Core>,
+    pub budgets: Vec<Budget>,
+}
+
+impl std::fmt::Debug for PerfArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PerfArgs")
+            .field("budgets", &self.budgets.len())
+            .finish_non_exhaustive()
+    }
+}
+
+pub struct PerfState {
+    core: Arc<Core>,
+    budgets: Vec<Budget>,
+    routes: RouteLatencies,
+    vitals: VitalsWindow,
+    alerts: AlertBook,
+    storage: StorageTimings,
+    slow_at: VecDeque<u64>,
+    stale: HashMap<String, VecDeque<u64>>,
+    blocked: HashMap<String, u64>,
+    bulk_open: Vec<String>,
+    decisions: (u64, u64),
+    cache_seen: (u64, u64),
+    ticker: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for PerfState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PerfState")
+            .field("alerts", &self.alerts.active_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Actor for PerfMonitor {
+    type Msg = PerfMsg;
+    type State = PerfState;
+    type Arguments = PerfArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: PerfArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let window_ms = u64::try_from(VITALS_WINDOW.as_millis()).unwrap_or(u64::MAX);
+        Ok(PerfState {
+            core: args.core,
+            budgets: args.budgets,
+            routes: RouteLatencies::new(),
+            vitals: VitalsWindow::new(window_ms, VITALS_MIN_SAMPLES),
+            alerts: AlertBook::new(),
+            storage: StorageTimings {
+                slow_threshold_ms: thresholds::SLOW_COMMIT_MS,
+                ..StorageTimings::default()
+            },
+            slow_at: VecDeque::new(),
+            stale: HashMap::new(),
+            blocked: HashMap::new(),
+            bulk_open: Vec::new(),
+            decisions: (0, 0),
+            cache_seen: (0, 0),
+            ticker: Some(myself.send_interval(TICK, || PerfMsg::Tick)),
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(ticker) = state.ticker.take() {
+            ticker.abort();
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let now = now_ms();
+        match msg {
+            PerfMsg::Request {
+                port,
+                route,
+                status,
+                took,
+            } => {
+                state.routes.record(port, &route, status, took);
+            }
+            PerfMsg::Beacons(beacons) => {
+                for beacon in &beacons {
+                    state.vitals.record(beacon, now);
+                }
+            }
+            PerfMsg::Event(event) => {
+                let transitions = on_event(state, event, now);
+                publish(&state.core, transitions).await;
+            }
+            PerfMsg::Tick => {
+                let transitions = tick(state, now).await;
+                publish(&state.core, transitions).await;
+            }
+            PerfMsg::Report(reply) => {
+                let _ = reply.send(perf_report(state, now));
+            }
+            PerfMsg::Alerts(active_only, reply) => {
+                let _ = reply.send(state.alerts.list(active_only));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn on_event(state: &mut PerfState, event: PerfEvent, now: u64) -> Vec<Transition> {
+    let book = &mut state.alerts;
+    let transition = match event {
+        PerfEvent::CircuitOpened {
+            destination,
+            failures,
+        } => book.raise(
+            AlertKind::CircuitOpen,
+            &destination,
+            Severity::Warning,
+            format!("circuit opened after {failures} consecutive failures"),
+            now,
+        ),
+        PerfEvent::CircuitClosed { destination } => {
+            book.clear(AlertKind::CircuitOpen, &destination, now)
+        }
+        PerfEvent::ClientBlocked { client, until_ms } => {
+            state.blocked.insert(client.clone(), until_ms);
+            book.raise(
+                AlertKind::ClientBlocked,
+                &client,
+                Severity::Warning,
+                "blocked after repeated invalid signatures",
+                now,
+            )
+        }
+        PerfEvent::StaleTimestamp { source } => {
+            let times = state.stale.entry(source.clone()).or_default();
+            times.push_back(now);
+            while times
+                .front()
+                .is_some_and(|&t| now.saturating_sub(t) > 60_000)
+            {
+                times.pop_front();
+            }
+            if times.len() >= thresholds::STALE_PER_MINUTE {
+                book.raise(
+                    AlertKind::StaleTimestamps,
+                    &source,
+                    Severity::Warning,
+                    format!(
+                        "{} stale or future timestamps in the last minute: replay attempts?",
+                        times.len()
+                    ),
+                    now,
+                )
+            } else {
+                None
+            }
+        }
+        PerfEvent::BulkOperation { what, count } => {
+            if count >= thresholds::BULK_ITEMS {
+                state.bulk_open.push(what.clone());
+                book.raise(
+                    AlertKind::BulkOperation,
+                    &what,
+                    Severity::Info,
+                    format!("{count} items"),
+                    now,
+                )
+            } else {
+                None
+            }
+        }
+        PerfEvent::Delivery { suppressed } => {
+            state.decisions.0 += u64::from(suppressed);
+            state.decisions.1 += 1;
+            None
+        }
+        PerfEvent::Commit { took, jobs } => {
+            state.storage.commits += 1;
+            let took_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
+            if took_ms >= thresholds::SLOW_COMMIT_MS {
+                state.storage.slow_commits += 1;
+                state.storage.recent_slow.insert(0, (now, took_ms, jobs));
+                state.storage.recent_slow.truncate(20);
+                state.slow_at.push_back(now);
+            }
+            None
+        }
+    };
+    transition.into_iter().collect()
+}
+
+/// Grades everything that is judged over time.
+async fn tick(state: &mut PerfState, now: u64) -> Vec<Transition> {
+    state.vitals.prune(now);
+    let mut out = grade_budgets(state, now);
+    out.extend(expire_events(state, now));
+    out.extend(slow_storage(state, now));
+    out.extend(suppression_rate(state, now));
+    out.extend(cache_miss_rate(state, now).await);
+    out.extend(dlq_depth(state, now).await);
+    out
+}
+
+fn grade_budgets(state: &mut PerfState, now: u64) -> Vec<Transition> {
+    let reports = report(&state.budgets, &state.vitals, &state.routes, now);
+    reports
+        .into_iter()
+        .filter_map(|budget| {
+            let subject = budget.subject();
+            if budget.state == BudgetState::Violated {
+                let detail = format!(
+                    "p75 {:.3} over {} ({} samples)",
+                    budget.p75.unwrap_or_default(),
+                    budget.p75_max,
+                    budget.samples
+                );
+                state.alerts.raise(
+                    AlertKind::BudgetViolated,
+                    &subject,
+                    Severity::Warning,
+                    detail,
+                    now,
+                )
+            } else {
+                state.alerts.clear(AlertKind::BudgetViolated, &subject, now)
+            }
+        })
+        .collect()
+}
+
+/// Conditions that end with time: blocks that ran out, bulk operations (events: resolved on
+/// the next tick), replays that stopped.
+fn expire_events(state: &mut PerfState, now: u64) -> Vec<Transition> {
+    let mut out = Vec::new();
+    let ended: Vec<String> = state
+        .blocked
+        .iter()
+        .filter(|(_, until)| **until <= now)
+        .map(|(client, _)| client.clone())
+        .collect();
+    for client in ended {
+        state.blocked.remove(&client);
+        out.extend(state.alerts.clear(AlertKind::ClientBlocked, &client, now));
+    }
+    for what in std::mem::take(&mut state.bulk_open) {
+        out.extend(state.alerts.clear(AlertKind::BulkOperation, &what, now));
+    }
+    for (source, times) in &mut state.stale {
+        while times
+            .front()
+            .is_some_and(|&t| now.saturating_sub(t) > 60_000)
+        {
+            times.pop_front();
+        }
+        if times.len() < thresholds::STALE_PER_MINUTE {
+            out.extend(state.alerts.clear(AlertKind::StaleTimestamps, source, now));
+        }
+    }
+    out
+}
+
+fn slow_storage(state: &mut PerfState, now: u64) -> Option<Transition> {
+    while state
+        .slow_at
+        .front()
+        .is_some_and(|&t| now.saturating_sub(t) > 60_000)
+    {
+        state.slow_at.pop_front();
+    }
+    if state.slow_at.is_empty() {
+        return state.alerts.clear(AlertKind::SlowStorage, "storage", now);
+    }
+    let detail = format!(
+        "{} commits over {} ms in the last minute",
+        state.slow_at.len(),
+        thresholds::SLOW_COMMIT_MS
+    );
+    state.alerts.raise(
+        AlertKind::SlowStorage,
+        "storage",
+        Severity::Warning,
+        detail,
+        now,
+    )
+}
+
+fn suppression_rate(state: &mut PerfState, now: u64) -> Option<Transition> {
+    let (suppressed, decisions) = std::mem::take(&mut state.decisions);
+    if decisions < thresholds::SUPPRESSION_MIN_DECISIONS {
+        return None;
+    }
+    let (threshold, min) = (
+        thresholds::SUPPRESSION_RATE,
+        thresholds::SUPPRESSION_MIN_DECISIONS,
+    );
+    if super::alerts::rate_exceeds(suppressed, decisions, threshold, min) {
+        let detail = format!("{suppressed} of {decisions} deliveries suppressed");
+        state.alerts.raise(
+            AlertKind::SuppressionRate,
+            "deliveries",
+            Severity::Warning,
+            detail,
+            now,
+        )
+    } else {
+        state
+            .alerts
+            .clear(AlertKind::SuppressionRate, "deliveries", now)
+    }
+}
+
+async fn cache_miss_rate(state: &mut PerfState, now: u64) -> Option<Transition> {
+    let cache = state.core.cache()?;
+    let counts = crate::cache::stats(&cache, Duration::from_secs(2))
+        .await
+        .ok()?;
+    let lookups = (counts.hits + counts.misses).saturating_sub(state.cache_seen.0);
+    let misses = counts.misses.saturating_sub(state.cache_seen.1);
+    state.cache_seen = (counts.hits + counts.misses, counts.misses);
+    if lookups < thresholds::CACHE_MIN_LOOKUPS {
+        return None;
+    }
+    let (threshold, min) = (thresholds::CACHE_MISS_RATE, thresholds::CACHE_MIN_LOOKUPS);
+    if super::alerts::rate_exceeds(misses, lookups, threshold, min) {
+        let detail = format!("{misses} misses in {lookups} lookups");
+        state.alerts.raise(
+            AlertKind::CacheMissRate,
+            "cache",
+            Severity::Info,
+            detail,
+            now,
+        )
+    } else {
+        state.alerts.clear(AlertKind::CacheMissRate, "cache", now)
+    }
+}
+
+async fn dlq_depth(state: &mut PerfState, now: u64) -> Option<Transition> {
+    let depth = match state.core.store.stats().await {
+        Ok(tables) => tables.entries("dead_letters").unwrap_or(0),
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the DLQ depth");
+            return None;
+        }
+    };
+    if depth < thresholds::DLQ_DEPTH {
+        return state.alerts.clear(AlertKind::DlqDepth, "dlq", now);
+    }
+    let severity = if depth >= thresholds::DLQ_DEPTH * 10 {
+        Severity::Critical
+    } else {
+        Severity::Warning
+    };
+    let detail = format!("{depth} dead deliveries");
+    state
+        .alerts
+        .raise(AlertKind::DlqDepth, "dlq", severity, detail, now)
+}
+
+fn perf_report(state: &PerfState, now: u64) -> PerfReport {
+    PerfReport {
+        routes: state.routes.snapshot(),
+        vitals: state
+            .vitals
+            .pages(now)
+            .into_iter()
+            .map(|(page, metric, p75, samples)| VitalP75 {
+                page,
+                metric,
+                p75,
+                samples,
+            })
+            .collect(),
+        budgets: report(&state.budgets, &state.vitals, &state.routes, now),
+        storage: state.storage.clone(),
+    }
+}
+
+/// Logs every transition and, with `[alerts] destination`, stores it as a message for it.
+async fn publish(core: &Core, transitions: Vec<Transition>) {
+    for transition in transitions {
+        let (state, alert) = match &transition {
+            Transition::Opened(a) => ("opened", a),
+            Transition::Resolved(a) => ("resolved", a),
+        };
+        tracing::warn!(kind = alert.kind.as_str(), subject = %alert.subject, state, detail = %alert.detail, "alert");
+        let Some(destination) = core.settings.alerts_destination.clone() else {
+            continue;
+        };
+        let now = now_ms();
+        let body = serde_json::json!({
+            "type": format!("alert.{}", alert.kind.as_str()),
+            "state": state,
+            "alert": alert,
+        });
+        let body = serde_json::to_vec(&body).unwrap_or_default();
+        let message = NewMessage {
+            id: MessageId::generate(now),
+            record: MessageRecord {
+                source: None,
+                external_id: None,
+                event_type: Some(format!("alert.{}", alert.kind.as_str())),
+                content_type: Some("application/json".into()),
+                recipient: None,
+                channel: None,
+                category: None,
+                received_at_ms: now,
+                body_len: body.len() as u64,
+            },
+            body: body.into(),
+            dedupe_key: None,
+            destinations: vec![destination],
+            suppress: None,
+        };
+        match core.store.insert_message_async(message).await {
+            Ok(_) => core.work.notify_one(),
+            Err(e) => tracing::error!(error = %e, "alert message not stored"),
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    unix_ms(SystemTime::now())
+}
