@@ -259,6 +259,8 @@ pub struct ServerConfig {
 pub struct StorageConfig {
     /// The database file, as written (relative paths are relative to the working directory).
     pub path: PathBuf,
+    /// How often every secondary index is verified (and rebuilt if wrong).
+    pub maintenance_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -678,12 +680,14 @@ impl Default for RawServer {
 #[serde(default, deny_unknown_fields, expecting = "a table")]
 struct RawStorage {
     path: String,
+    maintenance_interval_secs: u64,
 }
 
 impl Default for RawStorage {
     fn default() -> Self {
         Self {
             path: "data/herald.redb".to_owned(),
+            maintenance_interval_secs: 604_800,
         }
     }
 }
@@ -1337,8 +1341,14 @@ impl RawStorage {
         if self.path.is_empty() {
             p.push("storage.path", "must not be empty");
         }
+        let interval = p.range(
+            "storage.maintenance_interval_secs",
+            self.maintenance_interval_secs,
+            60..=31_536_000,
+        );
         StorageConfig {
             path: PathBuf::from(&self.path),
+            maintenance_interval: Duration::from_secs(interval),
         }
     }
 }

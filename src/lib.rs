@@ -263,6 +263,7 @@ fn settings(config: &Config) -> anyhow::Result<Settings> {
             capacity: CACHE_CAPACITY,
             ttl: CACHE_TTL,
         },
+        maintenance_interval: config.storage.maintenance_interval,
         block_after_invalid: config.ingest.block_after_invalid,
         block_window: BLOCK_WINDOW,
         block_for: config.ingest.block,

@@ -78,6 +78,8 @@ pub struct Settings {
     /// Where alert transitions are delivered as messages, if anywhere.
     pub alerts_destination: Option<String>,
     pub cache: cache::CacheSettings,
+    /// How often the perf monitor runs storage maintenance (index verification and repair).
+    pub maintenance_interval: Duration,
 }
 
 #[derive(Debug)]

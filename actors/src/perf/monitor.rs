@@ -148,6 +148,8 @@ pub struct PerfState {
     bulk_open: Vec<String>,
     decisions: (u64, u64),
     cache_seen: (u64, u64),
+    /// When storage maintenance last ran (or the monitor started).
+    maintained_at_ms: u64,
     ticker: Option<JoinHandle<()>>,
 }
 
@@ -186,6 +188,7 @@ impl Actor for PerfMonitor {
             bulk_open: Vec::new(),
             decisions: (0, 0),
             cache_seen: (0, 0),
+            maintained_at_ms: now_ms(),
             ticker: Some(myself.send_interval(TICK, || PerfMsg::Tick)),
         })
     }
@@ -334,7 +337,32 @@ async fn tick(state: &mut PerfState, now: u64) -> Vec<Transition> {
     out.extend(suppression_rate(state, now));
     out.extend(cache_miss_rate(state, now).await);
     out.extend(dlq_depth(state, now).await);
+    maintain_storage(state, now);
     out
+}
+
+/// Verifies every secondary index on the configured interval and rebuilds what is wrong, in
+/// the background (a full scan; the writer is busy only while a broken index is rebuilt).
+fn maintain_storage(state: &mut PerfState, now: u64) {
+    let every = u64::try_from(state.core.settings.maintenance_interval.as_millis()).unwrap_or(u64::MAX);
+    if now.saturating_sub(state.maintained_at_ms) < every {
+        return;
+    }
+    state.maintained_at_ms = now;
+    let store = state.core.store.clone();
+    tokio::spawn(async move {
+        match store.maintenance(true).await {
+            Ok(report) => {
+                let rebuilt: Vec<&str> = report.indexes.iter().filter(|i| i.rebuilt).map(|i| i.index).collect();
+                if rebuilt.is_empty() {
+                    tracing::info!(took_ms = report.took_ms, "storage maintenance: every index healthy");
+                } else {
+                    tracing::warn!(?rebuilt, "storage maintenance rebuilt indexes");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "storage maintenance failed"),
+        }
+    });
 }
 
 fn grade_budgets(state: &mut PerfState, now: u64) -> Vec<Transition> {
