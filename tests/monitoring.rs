@@ -105,7 +105,11 @@ async fn sixty_four_cold_reads_load_once() {
     let reads: Vec<_> = (0..64)
         .map(|_| {
             let server = server.clone();
-            tokio::spawn(async move { server.api_get("/v1/preferences/zed@example.com", common::ADMIN_TOKEN).await })
+            tokio::spawn(async move {
+                server
+                    .api_get("/v1/preferences/zed@example.com", common::ADMIN_TOKEN)
+                    .await
+            })
         })
         .collect();
     for read in reads {
@@ -121,8 +125,14 @@ async fn sixty_four_cold_reads_load_once() {
         stats["coalesced"].as_u64().unwrap(),
     );
     assert_eq!(hits + misses, 64, "each lookup counts once: {stats}");
-    assert_eq!(coalesced, misses - 1, "every miss but the loader's waited for it: {stats}");
-    let Ok(server) = std::sync::Arc::try_unwrap(server) else { panic!("shared") };
+    assert_eq!(
+        coalesced,
+        misses - 1,
+        "every miss but the loader's waited for it: {stats}"
+    );
+    let Ok(server) = std::sync::Arc::try_unwrap(server) else {
+        panic!("shared")
+    };
     server.stop().await;
 }
 
@@ -132,21 +142,36 @@ async fn writes_invalidate_and_patterns_clear_the_cache() {
     let path = "/v1/preferences/yan@example.com";
     server.api_get(path, common::ADMIN_TOKEN).await; // cached: no preferences
     let (status, _) = server
-        .api_send(reqwest::Method::POST, &format!("{path}/opt-out"), Some(serde_json::json!({"channel": "sms"})))
+        .api_send(
+            reqwest::Method::POST,
+            &format!("{path}/opt-out"),
+            Some(serde_json::json!({"channel": "sms"})),
+        )
         .await;
     assert_eq!(status, 200);
     let (_, prefs) = server.api_get(path, common::ADMIN_TOKEN).await;
-    assert_eq!(prefs["channels"]["sms"], false, "no stale read after a write");
+    assert_eq!(
+        prefs["channels"]["sms"], false,
+        "no stale read after a write"
+    );
 
     let (status, body) = server
-        .api_send(reqwest::Method::POST, "/v1/cache/invalidate", Some(serde_json::json!({"pattern": "prefs:*"})))
+        .api_send(
+            reqwest::Method::POST,
+            "/v1/cache/invalidate",
+            Some(serde_json::json!({"pattern": "prefs:*"})),
+        )
         .await;
     assert_eq!(status, 200);
     assert_eq!(body["invalidated"], 1, "{body}");
-    let (_, stats) = server.api_get("/v1/cache/stats", common::ADMIN_TOKEN).await;
-    assert_eq!(stats["entries"], 0);
+    let (_, cache) = server.api_get("/v1/cache/stats", common::ADMIN_TOKEN).await;
+    assert_eq!(cache["entries"], 0);
     let (status, _) = server
-        .api_send(reqwest::Method::POST, "/v1/cache/invalidate", Some(serde_json::json!({"pattern": ""})))
+        .api_send(
+            reqwest::Method::POST,
+            "/v1/cache/invalidate",
+            Some(serde_json::json!({"pattern": ""})),
+        )
         .await;
     assert_eq!(status, 400);
     server.stop().await;
@@ -178,7 +203,10 @@ async fn wait_alert(server: &Server, kind: &str, active: bool) -> serde_json::Va
         if let Some(alert) = found {
             return alert;
         }
-        assert!(std::time::Instant::now() < deadline, "no {kind} alert (active: {active}): {alerts}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {kind} alert (active: {active}): {alerts}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -208,16 +236,31 @@ async fn vitals_budgets_and_their_alerts() {
     assert_eq!(resp.status().as_u16(), 400, "malformed beacons are refused");
 
     let (_, perf) = server.api_get("/v1/perf", common::ADMIN_TOKEN).await;
-    let vital = perf["vitals"].as_array().unwrap().iter().find(|v| v["page"] == "/checkout").cloned().unwrap();
+    let vital = perf["vitals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["page"] == "/checkout")
+        .cloned()
+        .unwrap();
     assert_eq!(vital["metric"], "LCP");
     assert_eq!(vital["samples"], 6);
     assert!(vital["p75"].as_f64().unwrap() >= 4000.0);
-    let lcp = perf["budgets"].as_array().unwrap().iter().find(|b| b["metric"] == "LCP").cloned().unwrap();
+    let lcp = perf["budgets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["metric"] == "LCP")
+        .cloned()
+        .unwrap();
     assert_eq!(lcp["state"], "violated", "{lcp}");
     assert_eq!(lcp["p75_max"], 2500.0);
 
     let alert = wait_alert(&server, "budget_violated", true).await;
-    assert!(alert["subject"].as_str().unwrap().contains("/checkout"), "{alert}");
+    assert!(
+        alert["subject"].as_str().unwrap().contains("/checkout"),
+        "{alert}"
+    );
 
     // Twenty fast page loads bring the p75 under budget: the alert resolves.
     let fast: Vec<_> = (0..20)
@@ -226,10 +269,20 @@ async fn vitals_budgets_and_their_alerts() {
     beacon(&server, serde_json::Value::Array(fast)).await;
     wait_alert(&server, "budget_violated", false).await;
     let (_, perf) = server.api_get("/v1/perf", common::ADMIN_TOKEN).await;
-    let lcp = perf["budgets"].as_array().unwrap().iter().find(|b| b["metric"] == "LCP").cloned().unwrap();
+    let lcp = perf["budgets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["metric"] == "LCP")
+        .cloned()
+        .unwrap();
     assert_eq!(lcp["state"], "ok", "{lcp}");
     assert!(
-        perf["routes"].as_array().unwrap().iter().any(|r| r["route"] == "GET /v1/perf"),
+        perf["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["route"] == "GET /v1/perf"),
         "herald's own routes are measured: {perf}"
     );
     server.stop().await;
@@ -263,11 +316,17 @@ async fn a_blocked_client_and_an_open_circuit_raise_alerts_delivered_to_ops() {
 
     // A published message fails twice at "flaky": its circuit opens.
     server
-        .api_send(reqwest::Method::POST, "/v1/messages", Some(serde_json::json!({"event_type": "x", "payload": {}})))
+        .api_send(
+            reqwest::Method::POST,
+            "/v1/messages",
+            Some(serde_json::json!({"event_type": "x", "payload": {}})),
+        )
         .await;
     let alert = wait_alert(&server, "circuit_open", true).await;
     assert_eq!(alert["subject"], "flaky");
-    let (_, active) = server.api_get("/v1/alerts?state=active", common::ADMIN_TOKEN).await;
+    let (_, active) = server
+        .api_get("/v1/alerts?state=active", common::ADMIN_TOKEN)
+        .await;
     assert!(active["items"].as_array().unwrap().len() >= 2);
 
     // Both transitions were delivered to the alerts destination as alert.<kind> messages.
@@ -279,10 +338,15 @@ async fn a_blocked_client_and_an_open_circuit_raise_alerts_delivered_to_ops() {
             .filter_map(|r| serde_json::from_slice::<serde_json::Value>(&r.body).ok())
             .map(|v| v["type"].as_str().unwrap_or_default().to_owned())
             .collect();
-        if kinds.contains(&"alert.client_blocked".to_owned()) && kinds.contains(&"alert.circuit_open".to_owned()) {
+        if kinds.contains(&"alert.client_blocked".to_owned())
+            && kinds.contains(&"alert.circuit_open".to_owned())
+        {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "alerts delivered so far: {kinds:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "alerts delivered so far: {kinds:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     server.stop().await;
@@ -293,7 +357,9 @@ async fn storage_reports_and_maintenance() {
     let server = Server::start("").await;
     for i in 0..3 {
         let body = format!(r#"{{"type":"s","recipient":"r{i}@example.com"}}"#);
-        server.accept_std(&format!("evt_s{i}"), body.as_bytes()).await;
+        server
+            .accept_std(&format!("evt_s{i}"), body.as_bytes())
+            .await;
     }
     let (status, report) = server.api_get("/v1/storage", common::ADMIN_TOKEN).await;
     assert_eq!(status, 200);
@@ -301,7 +367,13 @@ async fn storage_reports_and_maintenance() {
     let messages = tables.iter().find(|t| t["name"] == "messages").unwrap();
     assert_eq!(messages["entries"], 3);
     assert!(report["stats"]["file_bytes"].as_u64().unwrap() > 0);
-    assert!(report["indexes"].as_array().unwrap().iter().all(|i| i["missing"] == 0 && i["extra"] == 0));
+    assert!(
+        report["indexes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["missing"] == 0 && i["extra"] == 0)
+    );
 
     let resp = server
         .http
@@ -311,9 +383,14 @@ async fn storage_reports_and_maintenance() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 403, "maintenance is admin only");
-    let (status, done) = server.api_send(reqwest::Method::POST, "/v1/storage/maintenance", None).await;
+    let (status, done) = server
+        .api_send(reqwest::Method::POST, "/v1/storage/maintenance", None)
+        .await;
     assert_eq!(status, 200, "{done}");
     assert_eq!(done["indexes"].as_array().unwrap().len(), 5);
-    assert!(done["compaction_note"].is_string(), "says why it did not compact online");
+    assert!(
+        done["compaction_note"].is_string(),
+        "says why it did not compact online"
+    );
     server.stop().await;
 }
