@@ -212,6 +212,14 @@ async fn gone_disables_the_destination_and_deliveries_wait() {
         1,
         "nothing is sent to a disabled destination"
     );
+    let (_, alerts) = server.api_get("/v1/alerts?state=active", ADMIN_TOKEN).await;
+    let gone = alerts["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["kind"] == "destination_disabled")
+        .map(|a| a["subject"].clone());
+    assert_eq!(gone, Some(json!("gone")), "an alert is raised: {alerts}");
 
     let (status, _) = server
         .api_send(
@@ -222,6 +230,15 @@ async fn gone_disables_the_destination_and_deliveries_wait() {
         .await;
     assert_eq!(status, 200);
     server.wait_delivery(&id, "succeeded", WAIT).await;
+    let (_, alerts) = server.api_get("/v1/alerts?state=active", ADMIN_TOKEN).await;
+    assert!(
+        !alerts["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["kind"] == "destination_disabled"),
+        "re-enabling resolves it: {alerts}"
+    );
     server.stop().await;
 }
 

@@ -368,6 +368,12 @@ async fn reload(state: &mut DispatcherState, name: &str) -> Result<(), ActorProc
                 .remove(name)
                 .map(|d| d.in_flight)
                 .unwrap_or_default();
+            if record.enabled {
+                // Re-enabled (or never disabled): any 410 alert for it is over.
+                state.core.perf_event(PerfEvent::DestinationEnabled {
+                    destination: name.to_owned(),
+                });
+            }
             let mut dest = Destination::new(record, &policy, now);
             dest.in_flight = in_flight;
             state.destinations.insert(name.to_owned(), dest);
@@ -567,6 +573,9 @@ fn finish(
             dest.record.updated_at_ms = now;
             changed = true;
             tracing::warn!(destination = %key.destination, "410 Gone: destination disabled; its deliveries wait");
+            state.core.perf_event(PerfEvent::DestinationDisabled {
+                destination: key.destination.clone(),
+            });
             Outcome::Wait { until_ms: now }
         }
         Verdict::Failure => {

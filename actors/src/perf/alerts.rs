@@ -35,6 +35,8 @@ pub enum AlertKind {
     BudgetViolated,
     /// A destination's circuit breaker is open.
     CircuitOpen,
+    /// A destination answered 410 Gone and was disabled; it stays so until re-enabled.
+    DestinationDisabled,
     /// The dead-letter queue is deeper than its threshold.
     DlqDepth,
     /// A client was blocked for repeated invalid signatures.
@@ -52,9 +54,10 @@ pub enum AlertKind {
 }
 
 impl AlertKind {
-    pub const ALL: [AlertKind; 9] = [
+    pub const ALL: [AlertKind; 10] = [
         AlertKind::BudgetViolated,
         AlertKind::CircuitOpen,
+        AlertKind::DestinationDisabled,
         AlertKind::DlqDepth,
         AlertKind::ClientBlocked,
         AlertKind::StaleTimestamps,
@@ -68,6 +71,7 @@ impl AlertKind {
         match self {
             AlertKind::BudgetViolated => "budget_violated",
             AlertKind::CircuitOpen => "circuit_open",
+            AlertKind::DestinationDisabled => "destination_disabled",
             AlertKind::DlqDepth => "dlq_depth",
             AlertKind::ClientBlocked => "client_blocked",
             AlertKind::StaleTimestamps => "stale_timestamps",

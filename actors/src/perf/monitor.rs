@@ -56,6 +56,14 @@ pub enum PerfEvent {
     CircuitClosed {
         destination: String,
     },
+    /// A 410 Gone disabled the destination.
+    DestinationDisabled {
+        destination: String,
+    },
+    /// The destination is enabled (again), through the API.
+    DestinationEnabled {
+        destination: String,
+    },
     ClientBlocked {
         client: String,
         until_ms: u64,
@@ -260,6 +268,16 @@ fn on_event(state: &mut PerfState, event: PerfEvent, now: u64) -> Vec<Transition
         PerfEvent::CircuitClosed { destination } => {
             book.clear(AlertKind::CircuitOpen, &destination, now)
         }
+        PerfEvent::DestinationDisabled { destination } => book.raise(
+            AlertKind::DestinationDisabled,
+            &destination,
+            Severity::Critical,
+            "the receiver answered 410 Gone; deliveries wait until it is re-enabled",
+            now,
+        ),
+        PerfEvent::DestinationEnabled { destination } => {
+            book.clear(AlertKind::DestinationDisabled, &destination, now)
+        }
         PerfEvent::ClientBlocked { client, until_ms } => {
             state.blocked.insert(client.clone(), until_ms);
             book.raise(
@@ -344,7 +362,8 @@ async fn tick(state: &mut PerfState, now: u64) -> Vec<Transition> {
 /// Verifies every secondary index on the configured interval and rebuilds what is wrong, in
 /// the background (a full scan; the writer is busy only while a broken index is rebuilt).
 fn maintain_storage(state: &mut PerfState, now: u64) {
-    let every = u64::try_from(state.core.settings.maintenance_interval.as_millis()).unwrap_or(u64::MAX);
+    let every =
+        u64::try_from(state.core.settings.maintenance_interval.as_millis()).unwrap_or(u64::MAX);
     if now.saturating_sub(state.maintained_at_ms) < every {
         return;
     }
@@ -353,9 +372,17 @@ fn maintain_storage(state: &mut PerfState, now: u64) {
     tokio::spawn(async move {
         match store.maintenance(true).await {
             Ok(report) => {
-                let rebuilt: Vec<&str> = report.indexes.iter().filter(|i| i.rebuilt).map(|i| i.index).collect();
+                let rebuilt: Vec<&str> = report
+                    .indexes
+                    .iter()
+                    .filter(|i| i.rebuilt)
+                    .map(|i| i.index)
+                    .collect();
                 if rebuilt.is_empty() {
-                    tracing::info!(took_ms = report.took_ms, "storage maintenance: every index healthy");
+                    tracing::info!(
+                        took_ms = report.took_ms,
+                        "storage maintenance: every index healthy"
+                    );
                 } else {
                     tracing::warn!(?rebuilt, "storage maintenance rebuilt indexes");
                 }
