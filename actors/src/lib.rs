@@ -170,10 +170,80 @@ impl Core {
         }
     }
 
+    /// A recipient's preferences, through the cache (key [`cache_keys::preferences`]).
+    pub async fn cached_preferences(
+        &self,
+        recipient: &str,
+    ) -> Result<Arc<Option<herald_storage::Preferences>>, cache::CacheError> {
+        let (store, who) = (self.store.clone(), recipient.to_owned());
+        self.cached(cache_keys::preferences(recipient), move || async move {
+            store.preferences(who).await
+        })
+        .await
+    }
+
+    /// A recipient's suppressions by channel, through the cache (key [`cache_keys::suppressions`]).
+    pub async fn cached_suppressions(
+        &self,
+        recipient: &str,
+    ) -> Result<Arc<Vec<(String, herald_storage::SuppressionRecord)>>, cache::CacheError> {
+        let (store, who) = (self.store.clone(), recipient.to_owned());
+        self.cached(cache_keys::suppressions(recipient), move || async move {
+            store.suppressions_of(who).await
+        })
+        .await
+    }
+
+    /// A destination, through the cache (key [`cache_keys::destination`]).
+    pub async fn cached_destination(
+        &self,
+        name: &str,
+    ) -> Result<Arc<Option<herald_storage::DestinationRecord>>, cache::CacheError> {
+        let (store, wanted) = (self.store.clone(), name.to_owned());
+        self.cached(cache_keys::destination(name), move || async move {
+            store.destination(wanted).await
+        })
+        .await
+    }
+
+    async fn cached<T, F, Fut>(&self, key: String, load: F) -> Result<Arc<T>, cache::CacheError>
+    where
+        T: Send + Sync + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T, StorageError>> + Send + 'static,
+    {
+        let cache = self.cache().ok_or(cache::CacheError::Unavailable)?;
+        cache::get_or_load(&cache, key, CACHE_WAIT, move || async move {
+            load().await.map_err(|e| e.to_string())
+        })
+        .await
+    }
+
     /// Replaces the routing table; the dispatcher, which owns destinations, calls this.
     pub(crate) fn set_routes(&self, routes: Vec<Route>) {
         self.routes.store(Arc::new(routes));
     }
+}
+
+/// How long a cached read may wait for its value.
+const CACHE_WAIT: Duration = Duration::from_secs(10);
+
+/// The cache's keys: defined once, so reads and the invalidations after writes agree.
+pub mod cache_keys {
+    pub fn preferences(recipient: &str) -> String {
+        format!("prefs:{recipient}")
+    }
+
+    pub fn suppressions(recipient: &str) -> String {
+        format!("supp:{recipient}")
+    }
+
+    pub fn destination(name: &str) -> String {
+        format!("dest:{name}")
+    }
+
+    /// Every suppression entry (after a bulk change).
+    pub const ALL_SUPPRESSIONS: &str = "supp:*";
 }
 
 /// Casts `msg` to the perf monitor behind `sink`, if it runs.

@@ -28,7 +28,7 @@ const DEFAULT_GRACE_SECS: u64 = 86_400;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Create {
+pub(crate) struct Create {
     name: String,
     url: String,
     #[serde(default)]
@@ -48,7 +48,7 @@ struct Create {
 /// A partial update: absent fields are left alone; `rate_limit_per_sec: null` removes the limit.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Patch {
+pub(crate) struct Patch {
     #[serde(default)]
     url: Option<String>,
     #[serde(default)]
@@ -67,7 +67,7 @@ struct Patch {
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct Rotate {
+pub(crate) struct Rotate {
     #[serde(default)]
     grace_secs: Option<u64>,
 }
@@ -292,26 +292,17 @@ async fn audit(
     }
 }
 
-/// A destination, through the cache (`dest:{name}`, invalidated by every change to it).
+/// A destination, through the cache (invalidated by every change to it).
 async fn find(app: &App, name: &str) -> Result<DestinationRecord, ApiError> {
-    let cache = app
+    let found = app
         .herald
         .core()
-        .cache()
-        .ok_or_else(ApiError::unavailable)?;
-    let store = app.herald.store().clone();
-    let wanted = name.to_owned();
-    let found = herald_actors::cache::get_or_load(
-        &cache,
-        format!("dest:{name}"),
-        std::time::Duration::from_secs(10),
-        move || async move { store.destination(wanted).await.map_err(|e| e.to_string()) },
-    )
-    .await
-    .map_err(|e| {
-        tracing::error!(error = %e, "destination lookup");
-        ApiError::unavailable()
-    })?;
+        .cached_destination(name)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "destination lookup");
+            ApiError::unavailable()
+        })?;
     found
         .as_ref()
         .clone()
@@ -320,7 +311,9 @@ async fn find(app: &App, name: &str) -> Result<DestinationRecord, ApiError> {
 
 /// Drops the cached copy after a change (before the change is answered).
 fn changed(app: &App, name: &str) {
-    app.herald.core().invalidate(&format!("dest:{name}"));
+    app.herald
+        .core()
+        .invalidate(&herald_actors::cache_keys::destination(name));
     app.herald.destination_changed(name);
 }
 

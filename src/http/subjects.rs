@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use herald_actors::perf::monitor::PerfEvent;
-use herald_actors::unix_ms;
+use herald_actors::{cache_keys, unix_ms};
 use herald_storage::{
     AuditEntry, AuditView, NewSuppression, Preferences, SuppressionRecord, SuppressionView,
 };
@@ -29,7 +29,7 @@ pub const MAX_BULK: usize = 10_000;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SuppressionBody {
+pub(crate) struct SuppressionBody {
     recipient: String,
     channel: String,
     reason: String,
@@ -41,13 +41,13 @@ struct SuppressionBody {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Bulk {
+pub(crate) struct Bulk {
     items: Vec<SuppressionBody>,
 }
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct PreferencesBody {
+pub(crate) struct PreferencesBody {
     #[serde(default)]
     channels: BTreeMap<String, bool>,
     #[serde(default)]
@@ -56,7 +56,7 @@ struct PreferencesBody {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct OptBody {
+pub(crate) struct OptBody {
     channel: String,
     #[serde(default)]
     category: Option<String>,
@@ -117,7 +117,9 @@ pub async fn create_suppression(
         .store()
         .add_suppressions(vec![item], vec![audit])
         .await?;
-    invalidate(app, "supp", &view.recipient);
+    app.herald
+        .core()
+        .invalidate(&cache_keys::suppressions(&view.recipient));
     Ok(json(StatusCode::CREATED, &render_suppression(&view)))
 }
 
@@ -157,7 +159,7 @@ pub async fn bulk_suppress(
         .add_suppressions(items, vec![audit])
         .await?;
     // Thousands of recipients: one pattern rather than thousands of keys.
-    app.herald.core().invalidate("supp:*");
+    app.herald.core().invalidate(cache_keys::ALL_SUPPRESSIONS);
     app.herald.core().perf_event(PerfEvent::BulkOperation {
         what: "suppressions.bulk".into(),
         count,
@@ -190,7 +192,9 @@ pub async fn delete_suppression(
             }
         })
         .await?;
-    invalidate(app, "supp", recipient);
+    app.herald
+        .core()
+        .invalidate(&cache_keys::suppressions(recipient));
     match removed {
         Some(_) => Ok(empty(StatusCode::NO_CONTENT)),
         None => Err(ApiError::not_found(format_args!(
@@ -259,24 +263,15 @@ fn render_suppression(s: &SuppressionView) -> Value {
 
 pub async fn get_preferences(app: &App, recipient: &str) -> Result<Resp, ApiError> {
     // Through the cache: the same entry the delivery path reads, one hit or miss per lookup.
-    let cache = app
+    let cached = app
         .herald
         .core()
-        .cache()
-        .ok_or_else(ApiError::unavailable)?;
-    let store = app.herald.store().clone();
-    let who = recipient.to_owned();
-    let cached = herald_actors::cache::get_or_load(
-        &cache,
-        format!("prefs:{recipient}"),
-        CACHE_WAIT,
-        move || async move { store.preferences(who).await.map_err(|e| e.to_string()) },
-    )
-    .await
-    .map_err(|e| {
-        tracing::error!(error = %e, "preferences lookup");
-        ApiError::unavailable()
-    })?;
+        .cached_preferences(recipient)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "preferences lookup");
+            ApiError::unavailable()
+        })?;
     let prefs = cached.as_ref().clone().unwrap_or_default();
     Ok(json(StatusCode::OK, &render_preferences(recipient, &prefs)))
 }
@@ -398,7 +393,9 @@ where
             }
         })
         .await?;
-    invalidate(app, "prefs", recipient);
+    app.herald
+        .core()
+        .invalidate(&cache_keys::preferences(recipient));
     Ok(stored.unwrap_or_default())
 }
 
@@ -468,8 +465,12 @@ pub async fn erase(app: &App, caller: &Caller, recipient: &str) -> Result<Resp, 
         .store()
         .erase_subject(recipient.to_owned(), audit)
         .await?;
-    invalidate(app, "supp", recipient);
-    invalidate(app, "prefs", recipient);
+    app.herald
+        .core()
+        .invalidate(&cache_keys::suppressions(recipient));
+    app.herald
+        .core()
+        .invalidate(&cache_keys::preferences(recipient));
     tracing::info!(
         messages = report.messages,
         suppressions_kept = report.suppressions,
@@ -541,15 +542,6 @@ pub fn entry(
         after,
     }
 }
-
-/// Drops a recipient's cached entry after a write, before the write is answered: the cache's
-/// mailbox is ordered, so no later lookup can see the old value.
-fn invalidate(app: &App, kind: &str, recipient: &str) {
-    app.herald.core().invalidate(&format!("{kind}:{recipient}"));
-}
-
-/// How long an API lookup waits for the cache.
-const CACHE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn now_ms() -> u64 {
     unix_ms(SystemTime::now())

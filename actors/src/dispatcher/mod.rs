@@ -25,7 +25,7 @@ use std::time::{Duration, SystemTime};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use herald_storage::{
     Attempt, AttemptUpdate, CircuitRecord, DeliveryKey, DestinationRecord, DueDelivery, MessageId,
-    Outcome, Preferences,
+    Outcome,
 };
 use hyper_util::rt::TokioExecutor;
 use ractor::concurrency::JoinHandle;
@@ -643,17 +643,18 @@ fn set_circuit_gauge(metrics: &Metrics, destination: &str, circuit: &Circuit) {
 }
 
 /// Why `delivery` must not be sent on `channel`, if it must not: its recipient's suppressions
-/// and preferences, through the cache.
+/// and preferences, read through the cache.
 async fn held_back(
     core: &Arc<Core>,
     channel: &str,
     delivery: &DueDelivery,
     now: u64,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, crate::cache::CacheError> {
     let Some(recipient) = &delivery.message.recipient else {
         return Ok(None);
     };
-    let (suppressions, preferences) = opt_out(core, recipient).await?;
+    let suppressions = core.cached_suppressions(recipient).await?;
+    let preferences = core.cached_preferences(recipient).await?;
     Ok(rules::verdict(
         &suppressions,
         preferences.as_ref().as_ref(),
@@ -662,43 +663,6 @@ async fn held_back(
         now,
     ))
 }
-
-type Suppressions = Vec<(String, herald_storage::SuppressionRecord)>;
-
-/// A recipient's suppressions and preferences, through the cache (`supp:` and `prefs:` keys,
-/// invalidated by every write to them).
-async fn opt_out(
-    core: &Arc<Core>,
-    recipient: &str,
-) -> Result<(Arc<Suppressions>, Arc<Option<Preferences>>), String> {
-    let Some(cache) = core.cache() else {
-        return Err("cache coordinator not running".into());
-    };
-    let store = core.store.clone();
-    let who = recipient.to_owned();
-    let suppressions = crate::cache::get_or_load(
-        &cache,
-        format!("supp:{recipient}"),
-        CACHE_WAIT,
-        move || async move { store.suppressions_of(who).await.map_err(|e| e.to_string()) },
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    let store = core.store.clone();
-    let who = recipient.to_owned();
-    let preferences = crate::cache::get_or_load(
-        &cache,
-        format!("prefs:{recipient}"),
-        CACHE_WAIT,
-        move || async move { store.preferences(who).await.map_err(|e| e.to_string()) },
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    Ok((suppressions, preferences))
-}
-
-/// How long the delivery path waits for an opt-out lookup.
-const CACHE_WAIT: Duration = Duration::from_secs(10);
 
 /// Writes an outcome through the group commit; the delivery is released after the commit.
 fn record(myself: &ActorRef<DispatcherMsg>, core: &Arc<Core>, update: AttemptUpdate) {
@@ -716,7 +680,7 @@ fn record(myself: &ActorRef<DispatcherMsg>, core: &Arc<Core>, update: AttemptUpd
                 tracing::error!(error = %e, "recording an outcome failed");
             }
             if let Some(name) = &changed {
-                cache.invalidate(&format!("dest:{name}"));
+                cache.invalidate(&crate::cache_keys::destination(name));
             }
             let _ = me.cast(DispatcherMsg::Recorded(recorded));
         }),
