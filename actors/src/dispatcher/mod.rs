@@ -24,8 +24,7 @@ use std::time::{Duration, SystemTime};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use herald_storage::{
-    Attempt, AttemptUpdate, CircuitRecord, DeliveryKey, DestinationRecord, DueDelivery, MessageId,
-    Outcome,
+    Attempt, AttemptUpdate, CircuitRecord, DestinationRecord, DueDelivery, MessageId, Outcome,
 };
 use hyper_util::rt::TokioExecutor;
 use ractor::concurrency::JoinHandle;
@@ -536,8 +535,8 @@ fn finish(
         response_body: result.response_body.clone(),
     };
     let Some(dest) = state.destinations.get_mut(&key.destination) else {
-        // Deleted while the attempt ran; its deliveries are already in the DLQ.
-        release(state, &key);
+        // Deleted while the attempt ran: its deliveries are already in the DLQ, and `reload`
+        // already took its attempts off the in-flight count.
         return;
     };
     let metrics = &state.core.metrics;
@@ -685,13 +684,6 @@ fn record(myself: &ActorRef<DispatcherMsg>, core: &Arc<Core>, update: AttemptUpd
             let _ = me.cast(DispatcherMsg::Recorded(recorded));
         }),
     );
-}
-
-fn release(state: &mut DispatcherState, key: &DeliveryKey) {
-    state.in_flight = state.in_flight.saturating_sub(1);
-    if let Some(dest) = state.destinations.get_mut(&key.destination) {
-        dest.in_flight.remove(&key.message);
-    }
 }
 
 fn now_ms() -> u64 {
