@@ -86,7 +86,9 @@ pub struct AttemptUpdate {
     /// `None` for decisions taken without sending (suppressed, refused locally).
     pub attempt: Option<Attempt>,
     pub outcome: Outcome,
-    /// The destination's new state (circuit, or disabled after a 410), if it changed.
+    /// The destination's new state (circuit, or disabled after a 410), if it changed: the
+    /// dispatcher's copy of the record. Only the circuit and the disabling are taken from it,
+    /// and only if the destination still exists.
     pub destination: Option<(String, crate::records::DestinationRecord)>,
     pub now_ms: u64,
 }
@@ -151,12 +153,15 @@ pub(crate) fn requeue(tx: &mut Tx<'_>, keys: &[DeliveryKey], now_ms: u64) -> Res
         let Some(mut delivery) = get_delivery(tx, id, dest)? else {
             continue;
         };
-        if delivery.status != DeliveryStatus::Dead {
+        // In the DLQ: dead, and not discarded (which keeps `dead` but clears `dead_at_ms`).
+        let Some(died) = delivery
+            .dead_at_ms
+            .take()
+            .filter(|_| delivery.status == DeliveryStatus::Dead)
+        else {
             continue;
-        }
-        if let Some(died) = delivery.dead_at_ms.take() {
-            tx.dead_letters()?.remove((died, id, dest))?;
-        }
+        };
+        tx.dead_letters()?.remove((died, id, dest))?;
         delivery.status = DeliveryStatus::Pending;
         delivery.round_attempts = 0;
         delivery.reason = None;

@@ -16,6 +16,9 @@
 pub mod deliveries;
 mod destinations;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod maintenance;
 pub mod messages;
 mod records;
@@ -85,8 +88,8 @@ impl std::fmt::Debug for Options {
 pub struct Store {
     db: Arc<Database>,
     writer: writer::Writer,
-    /// The database file, for its size.
-    path: Arc<Path>,
+    /// The database file, for its size; `None` over a custom backend (no file to measure).
+    path: Option<Arc<Path>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -100,21 +103,34 @@ impl Store {
     /// schema version, and starts the writer thread. Blocking: call it before serving, or from
     /// a blocking context.
     pub fn open(path: &Path, options: Options) -> Result<Self> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| StorageError::Redb(Arc::new(e.into())))?;
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        if let Some(dir) = dir {
+            std::fs::create_dir_all(dir).map_err(io_error)?;
         }
-        let db = Arc::new(
-            Database::builder()
-                .set_cache_size(options.cache_bytes)
-                .create(path)?,
-        );
+        if std::fs::metadata(path).map_or(true, |file| file.len() == 0) {
+            create_file(path, dir.unwrap_or(Path::new(".")), &options)?;
+        }
+        let db = builder(&options).create(path)?;
+        Self::start(db, Some(path.into()), options)
+    }
+
+    /// [`Self::open`] over a custom redb storage backend instead of a file: for fault-injection
+    /// tests, which run the store on a backend that fails writes, syncs or resizes on cue.
+    /// Creates the tables and checks the schema exactly as [`Self::open`] does. Only built with
+    /// the `test-hooks` feature, which this crate's own tests turn on: redb's types stay out of
+    /// herald's API.
+    #[cfg(feature = "test-hooks")]
+    pub fn open_with_backend(backend: impl redb::StorageBackend, options: Options) -> Result<Self> {
+        let db = builder(&options).create_with_backend(backend)?;
+        Self::start(db, None, options)
+    }
+
+    /// Creates the tables, checks the schema version and starts the writer.
+    fn start(db: Database, path: Option<Arc<Path>>, options: Options) -> Result<Self> {
+        let db = Arc::new(db);
         initialise(&db)?;
         let writer = writer::Writer::spawn(Arc::clone(&db), options.observer)?;
-        Ok(Self {
-            db,
-            writer,
-            path: path.into(),
-        })
+        Ok(Self { db, writer, path })
     }
 
     /// Runs `op` in the next group commit; `done` gets its outcome after the commit.
@@ -189,12 +205,13 @@ impl Store {
 
     /// Applies an attempt's outcome, optionally with the destination's new state (its circuit,
     /// or its disabling after a 410) in the same commit; `done` is called after the commit with
-    /// whether the delivery was still live.
+    /// whether the delivery was still live. Only that state is taken from the attempt's record:
+    /// the API's changes made meanwhile stay, and a destination deleted meanwhile stays deleted.
     pub fn record_attempt(&self, update: AttemptUpdate, done: Completion<bool>) {
         self.submit(
             move |tx| {
                 if let Some((name, record)) = &update.destination {
-                    destinations::put(tx, name, record)?;
+                    destinations::apply_attempt(tx, name, record)?;
                 }
                 deliveries::record(
                     tx,
@@ -468,8 +485,9 @@ impl Store {
     /// Every table with its entry count, the file's size and the schema version
     /// (`GET /v1/storage`). Cheap: counts are kept in the B-tree headers, nothing is scanned.
     pub async fn stats(&self) -> Result<StorageStats> {
-        let path = Arc::clone(&self.path);
-        self.read(move |txn| maintenance::stats(txn, &path)).await
+        let path = self.path.clone();
+        self.read(move |txn| maintenance::stats(txn, path.as_deref()))
+            .await
     }
 
     /// Compares every secondary index with its primary table on one read snapshot; repairs
@@ -496,9 +514,13 @@ impl Store {
         Ok(maintenance::online_report(indexes, started.elapsed()))
     }
 
-    /// True while the database answers reads and the writer thread runs.
+    /// True while the database answers reads, the writer thread runs and its last commit did
+    /// not fail: after an I/O error redb refuses every write until the store is reopened, so a
+    /// store that answers reads can still take nothing in.
     pub async fn is_ready(&self) -> bool {
-        self.writer.is_running() && self.read(|_| Ok(())).await.is_ok()
+        self.writer.is_running()
+            && self.writer.is_committing()
+            && self.read(|_| Ok(())).await.is_ok()
     }
 
     /// Commits everything queued so far, then stops the writer. Later writes fail with
@@ -506,6 +528,46 @@ impl Store {
     pub async fn close(&self) {
         self.writer.stop().await;
     }
+}
+
+/// redb's settings for herald's database, whatever it is stored on.
+fn builder(options: &Options) -> redb::Builder {
+    let mut builder = Database::builder();
+    builder.set_cache_size(options.cache_bytes);
+    builder
+}
+
+/// Creates a new database file at `path` in `dir`: under a temporary name, renamed into place
+/// once redb has initialised it. redb writes its magic number last, so a crash while it creates
+/// a file in place leaves one it refuses ever after ("not a redb database"), and herald would
+/// not start again until someone deleted it; under the temporary name, the next start simply
+/// creates it again.
+fn create_file(path: &Path, dir: &Path, options: &Options) -> Result<()> {
+    let Some(name) = path.file_name() else {
+        return Ok(()); // no file name: let redb report it
+    };
+    let mut temporary = name.to_os_string();
+    temporary.push(".creating");
+    let temporary = path.with_file_name(temporary);
+    match std::fs::remove_file(&temporary) {
+        Ok(()) => tracing::warn!(file = %temporary.display(), "removed an unfinished database"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_error(e)),
+    }
+    builder(options).create(&temporary)?.close()?;
+    std::fs::rename(&temporary, path).map_err(io_error)?;
+    // The rename itself is durable once the directory is.
+    #[cfg(unix)]
+    std::fs::File::open(dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(io_error)?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
+fn io_error(e: std::io::Error) -> StorageError {
+    StorageError::Redb(Arc::new(e.into()))
 }
 
 /// Creates every table (so readers never meet a missing one) and checks the schema version.

@@ -69,8 +69,9 @@ use crate::tx::Tx;
 pub struct StorageStats {
     /// The schema version stored in the file.
     pub schema_version: u64,
-    /// The database file's size on disk. It does not shrink when data is deleted: freed pages
-    /// are reused, and only an offline [`compact_offline`] returns them to the file system.
+    /// The database file's size on disk (0 for a store on a test backend, which has no file). It
+    /// does not shrink when data is deleted: freed pages are reused, and only an offline
+    /// [`compact_offline`] returns them to the file system.
     pub file_bytes: u64,
     /// Every table in the file, by name.
     pub tables: Vec<TableInfo>,
@@ -145,9 +146,9 @@ const ONLINE_COMPACTION_NOTE: &str = "skipped: compaction needs exclusive access
 
 // ---- stats -----------------------------------------------------------------------------
 
-/// Every table with its entry count (read from the B-tree headers: no scan), the file size and
-/// the stored schema version.
-pub(crate) fn stats(txn: &ReadTransaction, path: &Path) -> Result<StorageStats> {
+/// Every table with its entry count (read from the B-tree headers: no scan), the file size (0
+/// for a store on a custom backend, which has no file) and the stored schema version.
+pub(crate) fn stats(txn: &ReadTransaction, path: Option<&Path>) -> Result<StorageStats> {
     let schema_version = txn
         .open_table(tables::META)?
         .get(SCHEMA_VERSION_KEY)?
@@ -168,9 +169,12 @@ pub(crate) fn stats(txn: &ReadTransaction, path: &Path) -> Result<StorageStats> 
         });
     }
     tables.sort_by(|a, b| a.name.cmp(&b.name));
-    let file_bytes = std::fs::metadata(path)
-        .map_err(|e| StorageError::Redb(Arc::new(e.into())))?
-        .len();
+    let file_bytes = match path {
+        Some(path) => std::fs::metadata(path)
+            .map_err(|e| StorageError::Redb(Arc::new(e.into())))?
+            .len(),
+        None => 0,
+    };
     Ok(StorageStats {
         schema_version,
         file_bytes,

@@ -153,7 +153,7 @@ pub(crate) fn sweep_idempotency(tx: &mut Tx<'_>, before_ms: u64, slice: u32) -> 
 }
 
 /// `[u32 LE n][n bytes of JSON record][body]`.
-fn encode_message(record: &MessageRecord, body: &[u8]) -> Vec<u8> {
+pub(crate) fn encode_message(record: &MessageRecord, body: &[u8]) -> Vec<u8> {
     let header = encode(record);
     let len = u32::try_from(header.len()).unwrap_or(u32::MAX);
     let mut value = Vec::with_capacity(4 + header.len() + body.len());

@@ -86,6 +86,9 @@ enum Command {
 pub(crate) struct Writer {
     tx: mpsc::Sender<Command>,
     running: Arc<AtomicBool>,
+    /// False while the last commit failed: after an I/O error redb refuses every write until
+    /// the database is reopened.
+    committing: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Writer {
@@ -99,10 +102,12 @@ impl Writer {
         let (tx, rx) = mpsc::channel();
         let running = Arc::new(AtomicBool::new(true));
         let flag = Arc::clone(&running);
+        let committing = Arc::new(AtomicBool::new(true));
+        let healthy = Arc::clone(&committing);
         thread::Builder::new()
             .name("herald-storage-writer".into())
             .spawn(move || {
-                let stopped = run(&db, &rx, observer.as_deref());
+                let stopped = run(&db, &rx, observer.as_deref(), &healthy);
                 // Release the file before saying so: a caller may reopen it at once.
                 drop(db);
                 flag.store(false, Ordering::Release);
@@ -111,11 +116,20 @@ impl Writer {
                 }
             })
             .map_err(|e| StorageError::Redb(Arc::new(e.into())))?;
-        Ok(Self { tx, running })
+        Ok(Self {
+            tx,
+            running,
+            committing,
+        })
     }
 
     pub(crate) fn is_running(&self) -> bool {
         self.running.load(Ordering::Acquire)
+    }
+
+    /// Whether the last commit succeeded (true before the first).
+    pub(crate) fn is_committing(&self) -> bool {
+        self.committing.load(Ordering::Acquire)
     }
 
     pub(crate) fn submit<T, F>(&self, run: F, done: Completion<T>)
@@ -147,6 +161,7 @@ fn run(
     db: &Database,
     rx: &mpsc::Receiver<Command>,
     observer: Option<&(dyn Fn(BatchStats) + Send + Sync)>,
+    committing: &AtomicBool,
 ) -> Option<oneshot::Sender<()>> {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     while let Ok(first) = rx.recv() {
@@ -163,7 +178,7 @@ fn run(
             }
         }
         if !batch.is_empty() {
-            let stats = commit_batch(db, &mut batch);
+            let stats = commit_batch(db, &mut batch, committing);
             if let (Some(observe), Some(stats)) = (observer, stats) {
                 observe(stats);
             }
@@ -176,13 +191,20 @@ fn run(
 }
 
 /// Runs every job of `batch` in one transaction and commits it; answers each job. Leaves
-/// `batch` empty. Returns the timing of the successful commit, if there was one.
-fn commit_batch(db: &Database, batch: &mut Vec<Box<dyn Job>>) -> Option<BatchStats> {
+/// `batch` empty. Returns the timing of the successful commit, if there was one. Sets
+/// `committing` to whether the transaction could be begun and committed (a job's own error
+/// does not count).
+fn commit_batch(
+    db: &Database,
+    batch: &mut Vec<Box<dyn Job>>,
+    committing: &AtomicBool,
+) -> Option<BatchStats> {
     loop {
         let started = Instant::now();
         let txn = match begin(db) {
             Ok(txn) => txn,
             Err(e) => {
+                committing.store(false, Ordering::Release);
                 answer_all(batch, &Err(e));
                 return None;
             }
@@ -209,6 +231,7 @@ fn commit_batch(db: &Database, batch: &mut Vec<Box<dyn Job>>) -> Option<BatchSta
                     "group commit"
                 );
                 let ok = result.is_ok();
+                committing.store(ok, Ordering::Release);
                 answer_all(batch, &result);
                 return ok.then_some(stats);
             }

@@ -222,3 +222,143 @@ async fn writes_after_close_fail_cleanly() {
     assert!(matches!(err, StorageError::Closed), "{err}");
     assert!(!store.is_ready().await);
 }
+
+/// redb writes its magic number last when it creates a file, so a crash while it does leaves a
+/// file it refuses ever after. The store creates its file under a temporary name and renames it
+/// into place when redb is done: a crash leaves only the temporary file, which the next start
+/// replaces. (`tests/faults.rs` produces such files with real injected faults.)
+#[tokio::test]
+async fn a_file_left_half_created_by_a_crash_does_not_stop_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    // What a crash after redb sized the file, before it wrote its header, leaves.
+    let unfinished = vec![0; 64 * 1024];
+
+    let in_place = dir.path().join("in-place.redb");
+    std::fs::write(&in_place, &unfinished).unwrap();
+    let err = Store::open(&in_place, Options::default()).unwrap_err();
+    assert!(err.to_string().contains("Not a redb database"), "{err}");
+
+    let path = dir.path().join("herald.redb");
+    let temporary = dir.path().join("herald.redb.creating");
+    std::fs::write(&temporary, &unfinished).unwrap();
+    let store = Store::open(&path, Options::default()).unwrap();
+    assert!(!temporary.exists(), "the unfinished file is replaced");
+    let msg = message("s", "first", 1_000, &[]);
+    store.insert_message_async(msg.clone()).await.unwrap();
+    store.close().await;
+    drop(store);
+    let store = Store::open(&path, Options::default()).unwrap();
+    assert!(store.message(msg.id).await.unwrap().is_some());
+    assert!(!temporary.exists(), "an existing file is opened in place");
+}
+
+fn destination(secret: &str) -> herald_storage::DestinationRecord {
+    herald_storage::DestinationRecord {
+        url: "https://example.com/hook".into(),
+        sources: vec!["*".into()],
+        event_types: Vec::new(),
+        channel: "webhook".into(),
+        secret: secret.into(),
+        previous_secret: None,
+        rate_limit_per_sec: None,
+        enabled: true,
+        disabled_reason: None,
+        created_at_ms: 1,
+        updated_at_ms: 1,
+        from_config: false,
+        circuit: herald_storage::CircuitRecord::default(),
+    }
+}
+
+async fn record_attempt(store: &Store, update: herald_storage::AttemptUpdate) -> bool {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    store.record_attempt(
+        update,
+        Box::new(move |outcome| {
+            let _ = tx.send(outcome);
+        }),
+    );
+    rx.await.unwrap().unwrap()
+}
+
+/// The dispatcher sends its copy of the destination with an attempt's outcome; the API may have
+/// changed or deleted the destination while the attempt was in flight. Found by the model test
+/// (`tests/model.rs`): the copy used to be written whole.
+#[tokio::test]
+async fn an_attempt_neither_undoes_an_api_change_nor_resurrects_a_deleted_destination() {
+    use herald_storage::{AttemptUpdate, DeliveryKey, Outcome};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("h.redb"), Options::default()).unwrap();
+    let dispatchers_copy = destination("whsec_old");
+    store
+        .put_destination("d".into(), dispatchers_copy.clone())
+        .await
+        .unwrap();
+    let msg = message("s", "1", 1_000, &["d"]);
+    store.insert_message_async(msg.clone()).await.unwrap();
+    let failed = |now_ms| {
+        let mut copy = dispatchers_copy.clone();
+        copy.circuit.consecutive_failures = 1;
+        AttemptUpdate {
+            key: DeliveryKey {
+                message: msg.id,
+                destination: "d".into(),
+            },
+            attempt: None,
+            outcome: Outcome::Retry { at_ms: now_ms },
+            destination: Some(("d".into(), copy)),
+            now_ms,
+        }
+    };
+
+    // The secret is rotated through the API; then an attempt started before completes.
+    store
+        .update_destination("d".into(), |r| r.secret = "whsec_new".into())
+        .await
+        .unwrap();
+    assert!(record_attempt(&store, failed(2_000)).await);
+    let stored = store.destination("d".into()).await.unwrap().unwrap();
+    assert_eq!(stored.secret, "whsec_new", "the rotation stays");
+    assert_eq!(
+        stored.circuit.consecutive_failures, 1,
+        "the circuit is taken"
+    );
+
+    // Deleted through the API; then an attempt started before completes.
+    assert!(store.delete_destination("d".into(), 3_000).await.unwrap());
+    assert!(
+        !record_attempt(&store, failed(4_000)).await,
+        "its delivery is dead"
+    );
+    assert_eq!(store.destination("d".into()).await.unwrap(), None);
+    assert!(store.destinations().await.unwrap().is_empty());
+}
+
+/// A DLQ retry re-queues what is in the DLQ; a discarded delivery (still `dead` in its
+/// message's history) is not. Found by the model test: it used to be re-queued.
+#[tokio::test]
+async fn a_discarded_delivery_is_not_retried() {
+    use herald_storage::{AttemptUpdate, DeliveryKey, Outcome};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("h.redb"), Options::default()).unwrap();
+    let msg = message("s", "1", 1_000, &["d"]);
+    store.insert_message_async(msg.clone()).await.unwrap();
+    let key = DeliveryKey {
+        message: msg.id,
+        destination: "d".into(),
+    };
+    let dead = AttemptUpdate {
+        key: key.clone(),
+        attempt: None,
+        outcome: Outcome::Dead,
+        destination: None,
+        now_ms: 2_000,
+    };
+    assert!(record_attempt(&store, dead).await);
+    assert!(store.discard(key.clone()).await.unwrap());
+    assert_eq!(store.dead(key.clone()).await.unwrap().map(|d| d.key), None);
+    assert_eq!(store.requeue(vec![key.clone()], 3_000).await.unwrap(), 0);
+    let view = store.message(msg.id).await.unwrap().unwrap();
+    assert_eq!(view.deliveries[0].1.status, DeliveryStatus::Dead);
+    assert_eq!(store.queued("d".into()).await.unwrap(), 0);
+}
