@@ -144,12 +144,17 @@ pub(crate) fn record(
 }
 
 /// Puts dead deliveries back in the queue with a fresh round of attempts, due at `now_ms`.
+/// A delivery whose destination no longer exists stays in the DLQ: nothing would read its
+/// queue.
 /// Skips keys that are not dead (already retried, discarded, never existed). Returns how many
 /// were re-queued.
 pub(crate) fn requeue(tx: &mut Tx<'_>, keys: &[DeliveryKey], now_ms: u64) -> Result<usize> {
     let mut requeued = 0;
     for key in keys {
         let (id, dest) = (key.message.0, key.destination.as_str());
+        if tx.destinations()?.get(dest)?.is_none() {
+            continue;
+        }
         let Some(mut delivery) = get_delivery(tx, id, dest)? else {
             continue;
         };
