@@ -69,6 +69,9 @@ pub struct DeliverOptions {
     pub duration: Duration,
     pub warmup: Duration,
     pub body_bytes: usize,
+    /// Bodies name a recipient out of this many (herald then runs its opt-out check on every
+    /// delivery); `None`: no recipient, no check.
+    pub recipients: Option<u64>,
     pub backlog: u64,
     pub drain_timeout: Duration,
     pub herald: PathBuf,
@@ -182,6 +185,7 @@ struct DeliverReport {
     warmup_secs: f64,
     duration_secs: f64,
     body_bytes: usize,
+    recipients: Option<u64>,
     ingest_only: IngestOnly,
     steady: Steady,
     /// Steady delivered/s ÷ ingest-only req/s.
@@ -731,9 +735,11 @@ async fn phase_backlog(opts: &DeliverOptions, binary: &Path, signer: &Signer) ->
 
 fn header_line(opts: &DeliverOptions, nproc: usize) -> String {
     format!(
-        "{} connections, {} B signed bodies, {:.0} s warm-up + {:.0} s measured, nproc {nproc}",
+        "{} connections, {} B signed bodies{}, {:.0} s warm-up + {:.0} s measured, nproc {nproc}",
         opts.connections,
         opts.body_bytes,
+        opts.recipients
+            .map_or_else(String::new, |n| format!(" naming 1 of {n} recipients")),
         opts.warmup.as_secs_f64(),
         opts.duration.as_secs_f64()
     )
@@ -746,8 +752,14 @@ fn steady_markdown(r: &DeliverReport) -> String {
         "## Steady state".to_owned(),
         String::new(),
         format!(
-            "{} connections, {} B signed bodies, {:.0} s warm-up + {:.0} s measured, nproc {}",
-            r.connections, r.body_bytes, r.warmup_secs, r.duration_secs, r.nproc
+            "{} connections, {} B signed bodies{}, {:.0} s warm-up + {:.0} s measured, nproc {}",
+            r.connections,
+            r.body_bytes,
+            r.recipients
+                .map_or_else(String::new, |n| format!(" naming 1 of {n} recipients")),
+            r.warmup_secs,
+            r.duration_secs,
+            r.nproc
         ),
         String::new(),
         "| herald | ingest req/s | ingest p50 ms | ingest p99 ms | errors | delivered/s \
@@ -914,7 +926,7 @@ fn backlog_markdown(r: &DeliverReport) -> String {
 pub async fn run(opts: DeliverOptions) -> Result<()> {
     let nproc = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let binary = crate::herald::resolve_binary(&opts.herald)?;
-    let signer = Signer::from_secret(BENCH_SECRET)?;
+    let signer = Signer::from_secret(BENCH_SECRET)?.with_recipients(opts.recipients);
     eprintln!("{}", header_line(&opts, nproc));
 
     let ingest_only = phase_ingest_only(&opts, &binary, &signer).await?;
@@ -952,6 +964,7 @@ pub async fn run(opts: DeliverOptions) -> Result<()> {
         warmup_secs: opts.warmup.as_secs_f64(),
         duration_secs: opts.duration.as_secs_f64(),
         body_bytes: opts.body_bytes,
+        recipients: opts.recipients,
         ingest_only,
         steady,
         e2e_ratio,

@@ -303,7 +303,7 @@ pub async fn run_detailed(cfg: LoadConfig) -> Result<LoadRun> {
         u64::MAX,
         sign::run_id()
     );
-    sign::padded_body(&longest_id, cfg.body_bytes)?;
+    cfg.signer.check_body(&longest_id, cfg.body_bytes)?;
 
     let start = Instant::now();
     // In count mode there is no warm-up: every request is part of the run.

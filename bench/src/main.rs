@@ -6,6 +6,9 @@
 //! - `ingest`: both, back to back, then a table of herald against the ceiling.
 //! - `deliver`: end to end, through herald to an in-process receiver: steady-state throughput
 //!   and latency, then a backlog built while the receiver is down and drained when it returns.
+//! - `micro`: in-process costs of the suppression check, the perf layer and a cache hit.
+//! - `soak`: minutes of mixed load, herald `SIGKILL`ed and restarted at random moments, then a
+//!   check that every acknowledged message was delivered or is in the DLQ.
 //!
 //! Traffic only ever goes to loopback addresses, and every run stops by itself.
 
@@ -14,8 +17,10 @@ mod deliver;
 mod herald;
 mod ingest;
 mod load;
+mod micro;
 mod receiver;
 mod sign;
+mod soak;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -52,6 +57,12 @@ enum Command {
     /// Measure delivery end to end: steady state against an in-process receiver, then a backlog
     /// built while the receiver is down.
     Deliver(DeliverArgs),
+    /// Measure in-process: the suppression check with many suppressions stored, the perf
+    /// layer per request, and a cache hit.
+    Micro(MicroArgs),
+    /// Minutes of mixed load with herald `SIGKILL`ed and restarted at random moments; then every
+    /// acknowledged message must be delivered or in the DLQ (see `scripts/README.md`).
+    Soak(soak::SoakArgs),
 }
 
 /// Shape of the load, shared by `load` and `ingest`.
@@ -111,6 +122,29 @@ struct DeliverArgs {
     /// How long the backlog may take to reach the receiver once it is up.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=3600))]
     drain_timeout_secs: u64,
+    /// Make each body name a recipient `user{k}@example.com`, `k` pseudo-random in `0..N`, so
+    /// herald runs its opt-out check before every delivery. Off by default.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    recipients: Option<u64>,
+    /// Also print the figures as JSON on the last line of stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct MicroArgs {
+    /// Suppressions stored before the check is measured.
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=20_000_000))]
+    suppressions: u64,
+    /// End-to-end delivered/s to weigh the check against (`deliver`'s figure on the dev VM).
+    #[arg(long, default_value_t = 8746.0)]
+    delivered_per_sec: f64,
+    /// Ingest req/s to weigh the perf layer against (`ingest`'s herald figure on the dev VM).
+    #[arg(long, default_value_t = 17092.0)]
+    ingest_per_sec: f64,
+    /// Length of each timed window.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=600))]
+    window_secs: u64,
     /// Also print the figures as JSON on the last line of stdout.
     #[arg(long)]
     json: bool,
@@ -170,6 +204,7 @@ async fn main() -> Result<()> {
                 duration: Duration::from_secs(args.shape.duration_secs),
                 warmup: Duration::from_secs(args.shape.warmup_secs),
                 body_bytes: to_usize(args.shape.body_bytes)?,
+                recipients: args.recipients,
                 backlog: args.backlog,
                 drain_timeout: Duration::from_secs(args.drain_timeout_secs),
                 herald: args.herald,
@@ -177,5 +212,16 @@ async fn main() -> Result<()> {
             })
             .await
         }
+        Command::Micro(args) => {
+            micro::run(micro::MicroOptions {
+                suppressions: args.suppressions,
+                delivered_per_sec: args.delivered_per_sec,
+                ingest_per_sec: args.ingest_per_sec,
+                window: Duration::from_secs(args.window_secs),
+                json: args.json,
+            })
+            .await
+        }
+        Command::Soak(args) => soak::run(args).await,
     }
 }

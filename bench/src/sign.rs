@@ -24,6 +24,8 @@ pub const BENCH_SECRET: &str = "whsec_aGVyYWxkLWJlbmNoLWZpeGVkLWtleSEh";
 #[derive(Clone)]
 pub struct Signer {
     mac: Hmac<Sha256>,
+    /// If set, every body names a recipient `user{k}@example.com`, `k` in `0..n`.
+    recipients: Option<u64>,
 }
 
 impl fmt::Debug for Signer {
@@ -52,7 +54,27 @@ impl Signer {
             .decode(encoded)
             .context("secret after `whsec_` is not valid base64")?;
         let mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&key).context("invalid HMAC key")?;
-        Ok(Self { mac })
+        Ok(Self {
+            mac,
+            recipients: None,
+        })
+    }
+
+    /// Makes every body carry `"recipient":"user{k}@example.com"`, `k` in `0..n` picked
+    /// pseudo-randomly from the webhook id; `None` (or 0) for no recipient.
+    #[must_use]
+    pub fn with_recipients(mut self, n: Option<u64>) -> Self {
+        self.recipients = n.filter(|&n| n > 0);
+        self
+    }
+
+    /// Fails if a body of `body_bytes` cannot hold `id` and the longest recipient.
+    pub fn check_body(&self, id: &str, body_bytes: usize) -> Result<()> {
+        match self.recipients {
+            None => padded_body(id, body_bytes),
+            Some(n) => padded_body_for(id, Some(&recipient(n - 1)), body_bytes),
+        }
+        .map(drop)
     }
 
     /// Returns the `v1,<base64>` signature of `{id}.{timestamp}.{body}`.
@@ -69,7 +91,8 @@ impl Signer {
     /// Builds and signs a webhook with the given id, a body of exactly `body_bytes` bytes and
     /// the current time as its timestamp.
     pub fn webhook(&self, id: String, body_bytes: usize) -> Result<Webhook> {
-        let body = padded_body(&id, body_bytes)?;
+        let recipient = self.recipients.map(|n| recipient(pick(&id) % n));
+        let body = padded_body_for(&id, recipient.as_deref(), body_bytes)?;
         let timestamp = unix_now_secs().to_string();
         let signature = self.sign(&id, &timestamp, &body);
         Ok(Webhook {
@@ -85,20 +108,46 @@ impl Signer {
 ///
 /// `id` must be JSON-safe as-is (the bench only uses `[A-Za-z0-9_]`).
 pub fn padded_body(id: &str, len: usize) -> Result<Vec<u8>> {
+    padded_body_for(id, None, len)
+}
+
+/// [`padded_body`], with `"recipient":"<recipient>"` after the id if given (JSON-safe as-is).
+fn padded_body_for(id: &str, recipient: Option<&str>, len: usize) -> Result<Vec<u8>> {
     const HEAD: &str = r#"{"type":"bench.event","id":""#;
+    const RECIPIENT: &str = r#"","recipient":""#;
     const MID: &str = r#"","data":""#;
     const TAIL: &str = r#""}"#;
-    let fixed = HEAD.len() + id.len() + MID.len() + TAIL.len();
+    let named = recipient.map_or(0, |r| RECIPIENT.len() + r.len());
+    let fixed = HEAD.len() + id.len() + named + MID.len() + TAIL.len();
     let Some(pad) = len.checked_sub(fixed) else {
         bail!("body of {len} bytes is too small: id `{id}` alone needs {fixed} bytes");
     };
     let mut body = Vec::with_capacity(len);
     body.extend_from_slice(HEAD.as_bytes());
     body.extend_from_slice(id.as_bytes());
+    if let Some(r) = recipient {
+        body.extend_from_slice(RECIPIENT.as_bytes());
+        body.extend_from_slice(r.as_bytes());
+    }
     body.extend_from_slice(MID.as_bytes());
     body.resize(body.len() + pad, b'x');
     body.extend_from_slice(TAIL.as_bytes());
     Ok(body)
+}
+
+/// Recipient number `k`.
+fn recipient(k: u64) -> String {
+    format!("user{k}@example.com")
+}
+
+/// A well-spread number from a webhook id (FNV-1a, then splitmix64's finaliser).
+fn pick(id: &str) -> u64 {
+    let mut h = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    h = (h ^ (h >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    h ^ (h >> 31)
 }
 
 /// Seconds since the Unix epoch (0 if the clock is before it, which it is not on a real machine).
@@ -151,6 +200,28 @@ mod tests {
             assert_eq!(v["id"], "msg_bench_3_17_abc");
         }
         assert!(padded_body("msg_bench_3_17_abc", 10).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn recipients_are_spread_and_bodies_keep_their_length() -> Result<()> {
+        let signer = Signer::from_secret(BENCH_SECRET)?.with_recipients(Some(10));
+        signer.check_body("msg_bench_0_0_abc", 1024)?;
+        let mut seen = std::collections::BTreeSet::new();
+        for n in 0..200 {
+            let hook = signer.webhook(format!("msg_bench_0_{n}_abc"), 1024)?;
+            assert_eq!(hook.body.len(), 1024);
+            let v: serde_json::Value = serde_json::from_slice(&hook.body)?;
+            let r = v["recipient"].as_str().context("no recipient")?.to_owned();
+            assert!(r.starts_with("user") && r.ends_with("@example.com"), "{r}");
+            seen.insert(r);
+        }
+        assert_eq!(seen.len(), 10, "every recipient of 0..10 shows up");
+        let plain = Signer::from_secret(BENCH_SECRET)?.with_recipients(None);
+        let v: serde_json::Value =
+            serde_json::from_slice(&plain.webhook("msg_x".into(), 200)?.body)?;
+        assert!(v.get("recipient").is_none());
+        assert!(signer.check_body("msg_bench_0_0_abc", 80).is_err());
         Ok(())
     }
 

@@ -19,7 +19,7 @@ use super::response::{ApiError, Resp, empty, json, rfc3339};
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct BulkRetry {
+pub(crate) struct BulkRetry {
     #[serde(default)]
     destination: Option<String>,
     /// RFC 3339: only deliveries that died at or after this time.

@@ -49,6 +49,28 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
+/// Parses `bytes` as each request body the API reads, discarding the results (errors are
+/// rendered, as a response would be): the `api_json` fuzz target's entry point. Not an API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub fn parse_request_bodies(bytes: &[u8]) {
+    fn one<T: DeserializeOwned>(bytes: &[u8]) {
+        if let Err(e) = parse::<T>(bytes) {
+            drop(e.into_response());
+        }
+    }
+    one::<super::destinations::Create>(bytes);
+    one::<super::destinations::Patch>(bytes);
+    one::<super::destinations::Rotate>(bytes);
+    one::<super::dlq::BulkRetry>(bytes);
+    one::<super::messages::PublishRequest>(bytes);
+    one::<super::monitoring::Invalidate>(bytes);
+    one::<super::subjects::SuppressionBody>(bytes);
+    one::<super::subjects::Bulk>(bytes);
+    one::<super::subjects::PreferencesBody>(bytes);
+    one::<super::subjects::OptBody>(bytes);
+}
+
 /// `serde_json` appends " at line 1 column 17" to messages; the field name says more.
 fn strip_position(message: &str) -> String {
     match message.rfind(" at line ") {

@@ -16,7 +16,7 @@ use super::response::{ApiError, Resp, json, rfc3339};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PublishRequest {
+pub(crate) struct PublishRequest {
     event_type: String,
     payload: Value,
     #[serde(default)]

@@ -28,6 +28,21 @@ use herald_actors::Herald;
 
 pub use auth::Tokens;
 
+/// What the fuzz targets under `fuzz/` reach (feature `fuzzing`). Not an API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use super::dlq::parse_time;
+    pub use super::json_body::parse_request_bodies;
+    pub use super::query::{MAX_LIMIT, Pagination, Query, segment};
+    pub use super::response::rfc3339;
+
+    /// What a loaded config becomes for the actors, as at startup.
+    pub fn settings(config: &crate::config::Config) -> anyhow::Result<herald_actors::Settings> {
+        crate::settings(config)
+    }
+}
+
 /// What every handler can reach.
 #[derive(Debug)]
 pub struct App {

@@ -84,7 +84,7 @@ pub async fn alerts(app: &App, query: &Query) -> Result<Resp, ApiError> {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Invalidate {
+pub(crate) struct Invalidate {
     pattern: String,
 }
 

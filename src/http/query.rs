@@ -51,6 +51,8 @@ fn percent_decode(s: &str, plus_is_space: bool) -> String {
         let escaped = (bytes[i] == b'%')
             .then(|| bytes.get(i + 1..i + 3))
             .flatten()
+            // Two hex digits: `from_str_radix` alone also takes a sign, reading `%+A` as 0x0A.
+            .filter(|hex| hex.iter().all(u8::is_ascii_hexdigit))
             .and_then(|hex| std::str::from_utf8(hex).ok())
             .and_then(|hex| u8::from_str_radix(hex, 16).ok());
         match (bytes[i], escaped) {
@@ -113,6 +115,18 @@ mod tests {
         assert_eq!(q.get("d"), Some("%zz"));
         assert_eq!(q.get("e"), Some("%4"));
         assert_eq!(Query::parse(None).get("a"), None);
+    }
+
+    #[test]
+    fn an_escape_is_two_hex_digits_not_a_signed_number() {
+        // Found by the `query` fuzz target: `%+A` decoded as a newline, `%+0` as NUL.
+        let q = Query::parse(Some("a=%+A&b=%+0x&c=%-1&d=%2B1&e=%0a"));
+        assert_eq!(q.get("a"), Some("% A"));
+        assert_eq!(q.get("b"), Some("% 0x"));
+        assert_eq!(q.get("c"), Some("%-1"));
+        assert_eq!(q.get("d"), Some("+1"));
+        assert_eq!(q.get("e"), Some("\n"));
+        assert_eq!(segment("%+A%+0"), "%+A%+0");
     }
 
     #[test]

@@ -137,8 +137,30 @@ pub fn empty(status: StatusCode) -> Resp {
     resp
 }
 
-/// RFC 3339 in UTC with milliseconds, as every timestamp in the API.
+/// RFC 3339 in UTC with milliseconds, as every timestamp in the API. RFC 3339 has four-digit
+/// years, so a time after 9999 (a rotation's grace period of `u64::MAX` seconds, say) shows as
+/// the last millisecond of 9999: "never", either way. `humantime` refuses to format it, and
+/// `to_string` panics on a refusal.
 pub fn rfc3339(unix_ms: u64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(unix_ms);
+    /// 9999-12-31T23:59:59.999Z.
+    const LAST_MS: u64 = 253_402_300_799_999;
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(unix_ms.min(LAST_MS));
     humantime::format_rfc3339_millis(t).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_renders_every_u64_of_milliseconds() {
+        // Found by the `query` fuzz target: past year 9999 this panicked, and it was reachable
+        // from `POST /v1/destinations/{name}/rotate` with a huge `grace_secs`.
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+        assert_eq!(rfc3339(253_402_300_799_999), "9999-12-31T23:59:59.999Z");
+        for beyond in [253_402_300_800_000, u64::MAX / 1000, u64::MAX] {
+            assert_eq!(rfc3339(beyond), "9999-12-31T23:59:59.999Z", "{beyond}");
+        }
+    }
 }

@@ -56,8 +56,13 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_headers(100)
-        .max_buf_size(64 * 1024)
+        // hyper checks its read buffer's limit only between reads, so one large burst could
+        // overshoot it; this bounds the request head itself.
+        .max_header_size(MAX_HEAD_BYTES)
+        .max_buf_size(MAX_HEAD_BYTES)
         .keep_alive(true);
+    // Connection tasks, so that what outlives the grace period can be aborted.
+    let mut connections = tokio::task::JoinSet::new();
 
     loop {
         let permit = tokio::select! {
@@ -84,7 +89,9 @@ pub async fn serve(
             async move { Ok::<_, std::convert::Infallible>(fut.await) }
         });
         let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
+        // Reap finished tasks as we go, so the set holds only live connections.
+        while connections.try_join_next().is_some() {}
+        connections.spawn(async move {
             // Errors here are clients misbehaving (resets, malformed requests, timeouts):
             // hyper has already answered what could be answered.
             if let Err(e) = conn.await {
@@ -103,4 +110,10 @@ pub async fn serve(
             "grace period over; closing remaining connections"
         );
     }
+    // Whatever is still running (a request whose body never finishes, say) is dropped now,
+    // closing its connection, rather than left to its own deadline.
+    connections.shutdown().await;
 }
+
+/// The most bytes a request line plus headers may take.
+const MAX_HEAD_BYTES: usize = 64 * 1024;

@@ -42,6 +42,12 @@ impl FromStr for MessageId {
 
     fn from_str(s: &str) -> Result<Self, BadMessageId> {
         let ulid = s.strip_prefix(Self::PREFIX).ok_or(BadMessageId)?;
+        // 26 base32 characters hold 130 bits: the first may only be 0-7 (the ULID spec's
+        // largest is `7ZZZ…`). `ulid` silently drops the top two bits, so `msg_8…` would
+        // name the same message as `msg_0…`.
+        if !ulid.starts_with(|c: char| ('0'..='7').contains(&c)) {
+            return Err(BadMessageId);
+        }
         ulid::Ulid::from_string(ulid)
             .map(|u| Self(u.0))
             .map_err(|_| BadMessageId)
@@ -287,6 +293,25 @@ mod tests {
         ] {
             assert_eq!(bad.parse::<MessageId>(), Err(BadMessageId), "{bad}");
         }
+    }
+
+    #[test]
+    fn message_ids_beyond_128_bits_are_rejected_not_wrapped() {
+        // Found by the `codecs` fuzz target: `msg_8…` parsed as the id shown as `msg_0…`.
+        let id = "msg_01ARZ3NDEKTSV4RRFFQ69G5FAV".parse::<MessageId>();
+        assert!(id.is_ok());
+        for alias in [
+            "msg_81ARZ3NDEKTSV4RRFFQ69G5FAV",
+            "msg_G1ARZ3NDEKTSV4RRFFQ69G5FAV",
+            "msg_r1arz3ndektsv4rrffq69g5fav",
+            "msg_Z1ARZ3NDEKTSV4RRFFQ69G5FAV",
+        ] {
+            assert_eq!(alias.parse::<MessageId>(), Err(BadMessageId), "{alias}");
+        }
+        assert_eq!("msg_01arz3ndektsv4rrffq69g5fav".parse(), id);
+        let max = MessageId(u128::MAX);
+        assert_eq!(max.to_string(), "msg_7ZZZZZZZZZZZZZZZZZZZZZZZZZ");
+        assert_eq!(max.to_string().parse(), Ok(max));
     }
 
     #[test]
