@@ -402,26 +402,7 @@ async fn scan(myself: &ActorRef<DispatcherMsg>, state: &mut DispatcherState) {
         let Some(dest) = state.destinations.get_mut(&name) else {
             continue;
         };
-        if !dest.record.enabled {
-            continue;
-        }
-        let free = MAX_IN_FLIGHT_PER_DESTINATION
-            .saturating_sub(dest.in_flight.len())
-            .min(free_total);
-        // Closed: as many as fit. Open: none until its period is over. Then one probe.
-        let limit = match dest.circuit {
-            Circuit::Closed { .. } => free,
-            Circuit::Open { .. }
-                if dest
-                    .circuit
-                    .reopens_at_ms(&policy)
-                    .is_some_and(|at| now < at) =>
-            {
-                0
-            }
-            Circuit::HalfOpen { probing: true, .. } => 0,
-            Circuit::Open { .. } | Circuit::HalfOpen { .. } => free.min(1),
-        };
+        let limit = sendable(dest, free_total, &policy, now);
         if limit == 0 {
             continue;
         }
@@ -437,13 +418,23 @@ async fn scan(myself: &ActorRef<DispatcherMsg>, state: &mut DispatcherState) {
                 continue;
             }
         };
+        let Some(channel) = state
+            .destinations
+            .get(&name)
+            .map(|d| d.record.channel.clone())
+        else {
+            continue;
+        };
+        // Every opt-out check of this batch at once: each is one or two cache lookups, and a
+        // miss is a storage read; one after the other they would stall the whole dispatcher.
+        let verdicts = check_all(&state.core, &channel, &due, now).await;
         let Some(dest) = state.destinations.get_mut(&name) else {
             continue;
         };
-        for delivery in due {
+        for (delivery, verdict) in due.into_iter().zip(verdicts) {
             // Opted out or suppressed: recorded, never sent, costs no attempt. If the check
             // itself fails, the delivery waits for the next scan: never send unchecked.
-            let verdict = match held_back(&state.core, &dest.record.channel, &delivery, now).await {
+            let verdict = match verdict {
                 Ok(verdict) => verdict,
                 Err(e) => {
                     tracing::warn!(error = %e, "opt-out check failed; delivery deferred");
@@ -483,6 +474,30 @@ async fn scan(myself: &ActorRef<DispatcherMsg>, state: &mut DispatcherState) {
                 state.core.settings.delivery.timeout,
             );
         }
+    }
+}
+
+/// How many attempts `dest` may start now: none while disabled; closed, as many as its free
+/// slots (and the global ones) allow; open, none until its period is over, then one probe.
+fn sendable(dest: &Destination, free_total: usize, policy: &BreakerPolicy, now: u64) -> usize {
+    if !dest.record.enabled {
+        return 0;
+    }
+    let free = MAX_IN_FLIGHT_PER_DESTINATION
+        .saturating_sub(dest.in_flight.len())
+        .min(free_total);
+    match dest.circuit {
+        Circuit::Closed { .. } => free,
+        Circuit::Open { .. }
+            if dest
+                .circuit
+                .reopens_at_ms(policy)
+                .is_some_and(|at| now < at) =>
+        {
+            0
+        }
+        Circuit::HalfOpen { probing: true, .. } => 0,
+        Circuit::Open { .. } | Circuit::HalfOpen { .. } => free.min(1),
     }
 }
 
@@ -641,24 +656,56 @@ fn set_circuit_gauge(metrics: &Metrics, destination: &str, circuit: &Circuit) {
         .set(value);
 }
 
-/// Why `delivery` must not be sent on `channel`, if it must not: its recipient's suppressions
-/// and preferences, read through the cache.
+/// An opt-out check: why a delivery is held back (`Some`), or that it may go (`None`).
+type OptOut = Result<Option<String>, crate::cache::CacheError>;
+
+/// The opt-out verdict of every delivery in `due`, in order, checked concurrently. A check
+/// that could not be made (the cache is restarting, a task failed) is an error: the delivery
+/// then waits for the next scan rather than go out unchecked.
+async fn check_all(core: &Arc<Core>, channel: &str, due: &[DueDelivery], now: u64) -> Vec<OptOut> {
+    let mut verdicts: Vec<OptOut> = vec![Ok(None); due.len()];
+    let mut checks = tokio::task::JoinSet::new();
+    for (i, delivery) in due.iter().enumerate() {
+        let Some(recipient) = delivery.message.recipient.clone() else {
+            continue; // nobody to opt out
+        };
+        verdicts[i] = Err(crate::cache::CacheError::Unavailable);
+        let (core, channel) = (Arc::clone(core), channel.to_owned());
+        let category = delivery.message.category.clone();
+        checks.spawn(async move {
+            let verdict = held_back(&core, &channel, &recipient, category.as_deref(), now).await;
+            (i, verdict)
+        });
+    }
+    while let Some(done) = checks.join_next().await {
+        if let Ok((i, verdict)) = done
+            && let Some(slot) = verdicts.get_mut(i)
+        {
+            *slot = verdict;
+        }
+    }
+    verdicts
+}
+
+/// Why a delivery to `recipient` must not be sent on `channel`, if it must not: its
+/// suppressions and preferences, both looked up at once through the cache.
 async fn held_back(
-    core: &Arc<Core>,
+    core: &Core,
     channel: &str,
-    delivery: &DueDelivery,
+    recipient: &str,
+    category: Option<&str>,
     now: u64,
-) -> Result<Option<String>, crate::cache::CacheError> {
-    let Some(recipient) = &delivery.message.recipient else {
-        return Ok(None);
-    };
-    let suppressions = core.cached_suppressions(recipient).await?;
-    let preferences = core.cached_preferences(recipient).await?;
+) -> OptOut {
+    let (suppressions, preferences) = tokio::join!(
+        core.cached_suppressions(recipient),
+        core.cached_preferences(recipient)
+    );
+    let (suppressions, preferences) = (suppressions?, preferences?);
     Ok(rules::verdict(
         &suppressions,
         preferences.as_ref().as_ref(),
         channel,
-        delivery.message.category.as_deref(),
+        category,
         now,
     ))
 }
