@@ -425,7 +425,10 @@ impl FromStr for Metric {
                     .ok_or(InvalidMetric)?;
                 let method_ok =
                     !method.is_empty() && method.bytes().all(|b| b.is_ascii_uppercase());
-                let path_ok = path.starts_with('/') && !path.contains(char::is_whitespace);
+                // As strict as the perf monitor's own parser, or a config that loads would
+                // fail at startup: no whitespace, no control characters.
+                let path_ok = path.starts_with('/')
+                    && !path.contains(|c: char| c.is_whitespace() || c.is_control());
                 if !(method_ok && path_ok) {
                     return Err(InvalidMetric);
                 }
@@ -2531,6 +2534,17 @@ mod tests {
                 "budgets[3].metric"
             ]
         );
+    }
+
+    #[test]
+    fn a_route_budget_the_perf_monitor_would_refuse_does_not_load() {
+        // Found with the `config` fuzz target's property (a config that loads also starts):
+        // a control character passed validation, then `herald serve` failed on it.
+        let text = format!("{TOKEN}[[budgets]]\nmetric = \"route:GET /a\\u0001b\"\np75_max = 1\n");
+        assert_eq!(keys(load(&text)), ["budgets[0].metric"]);
+        let text = format!("{TOKEN}[[budgets]]\nmetric = \"route:GET /caf\\u00e9\"\np75_max = 1\n");
+        let config = ok(&text);
+        assert!(crate::settings(&config).is_ok());
     }
 
     #[test]

@@ -22,12 +22,12 @@ fuzz_target!(|body: &[u8]| {
         }
         Err(e) => assert!(!e.to_string().is_empty()),
     }
-    if let Ok(text) = std::str::from_utf8(body) {
-        if let Ok(page) = normalise_page(text) {
-            assert_page(&page);
-            // Normalising a normalised page changes nothing.
-            assert_eq!(normalise_page(&page).as_deref(), Ok(page.as_str()));
-        }
+    if let Ok(text) = std::str::from_utf8(body)
+        && let Ok(page) = normalise_page(text)
+    {
+        assert_page(&page);
+        // Normalising a normalised page changes nothing.
+        assert_eq!(normalise_page(&page).as_deref(), Ok(page.as_str()));
     }
 });
 
