@@ -32,6 +32,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use hdrhistogram::Histogram;
+// The edge's own route-template function: what the perf layer runs per request.
+use herald::http::routes::template;
 use herald_actors::cache::{self, CacheCoordinator, CacheMsg, CacheSettings};
 use herald_actors::dispatcher::DeliverySettings;
 use herald_actors::dispatcher::breaker::BreakerPolicy;
@@ -311,45 +313,6 @@ where
             .map(|c| c.as_secs_f64() * 1e6 / to_f64(ops)),
         cores_busy: cpu.map(|c| c.as_secs_f64() / secs),
     })
-}
-
-/// `METHOD /template` for a request: a copy of `herald::http::routes::template`, which is
-/// private to the root crate. Keep the two in step.
-fn template(method: &Method, path: &str) -> String {
-    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
-    let shape = match segments.as_slice() {
-        ["webhooks", _] => "/webhooks/:source",
-        ["vitals"] => "/vitals",
-        ["healthz"] => "/healthz",
-        ["readyz"] => "/readyz",
-        ["metrics"] => "/metrics",
-        ["v1", "messages"] => "/v1/messages",
-        ["v1", "messages", _] => "/v1/messages/:id",
-        ["v1", "destinations"] => "/v1/destinations",
-        ["v1", "destinations", _] => "/v1/destinations/:name",
-        ["v1", "destinations", _, "rotate-secret"] => "/v1/destinations/:name/rotate-secret",
-        ["v1", "dlq"] => "/v1/dlq",
-        ["v1", "dlq", "retry"] => "/v1/dlq/retry",
-        ["v1", "dlq", _] => "/v1/dlq/:id",
-        ["v1", "dlq", _, "retry"] => "/v1/dlq/:id/retry",
-        ["v1", "suppressions"] => "/v1/suppressions",
-        ["v1", "suppressions", "bulk"] => "/v1/suppressions/bulk",
-        ["v1", "suppressions", _, _] => "/v1/suppressions/:recipient/:channel",
-        ["v1", "preferences", _] => "/v1/preferences/:recipient",
-        ["v1", "preferences", _, "opt-out"] => "/v1/preferences/:recipient/opt-out",
-        ["v1", "preferences", _, "opt-in"] => "/v1/preferences/:recipient/opt-in",
-        ["v1", "subjects", _] => "/v1/subjects/:recipient",
-        ["v1", "subjects", _, "export"] => "/v1/subjects/:recipient/export",
-        ["v1", "audit"] => "/v1/audit",
-        ["v1", "cache", "stats"] => "/v1/cache/stats",
-        ["v1", "cache", "invalidate"] => "/v1/cache/invalidate",
-        ["v1", "perf"] => "/v1/perf",
-        ["v1", "alerts"] => "/v1/alerts",
-        ["v1", "storage"] => "/v1/storage",
-        ["v1", "storage", "maintenance"] => "/v1/storage/maintenance",
-        _ => return "other".to_owned(),
-    };
-    format!("{method} {shape}")
 }
 
 async fn open_store(path: std::path::PathBuf) -> Result<Store> {
@@ -1023,7 +986,7 @@ fn markdown_perf(s: &mut String, p: &PerfLayer) {
     let _ = writeln!(s, "| piece | ns/request |\n|---|---|");
     let rows: [(&str, String); 9] = [
         (
-            "route template (copy of src/http/routes.rs)",
+            "route template (herald::http::routes::template)",
             format!("{:.0}", p.template_ns),
         ),
         (
@@ -1145,19 +1108,6 @@ mod tests {
             r.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"@.".contains(&b))
         }));
-    }
-
-    #[test]
-    fn template_copy_matches_the_edge() {
-        assert_eq!(
-            template(&Method::POST, "/webhooks/bench"),
-            "POST /webhooks/:source"
-        );
-        assert_eq!(
-            template(&Method::GET, "/v1/messages/msg_1/"),
-            "GET /v1/messages/:id"
-        );
-        assert_eq!(template(&Method::GET, "/nope/x/y"), "other");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

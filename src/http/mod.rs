@@ -16,7 +16,7 @@ mod messages;
 mod monitoring;
 mod query;
 pub mod response;
-mod routes;
+pub mod routes;
 pub mod server;
 mod subjects;
 mod vitals;
