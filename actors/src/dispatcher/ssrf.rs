@@ -613,7 +613,7 @@ pub enum ConnectError {
 /// A hyper-util connector that connects only to allowed addresses: it resolves the host,
 /// drops refused addresses, and connects to the remaining ones in order, by address.
 ///
-/// ```ignore
+/// ```text
 /// let client = Client::builder(TokioExecutor::new())
 ///     .build::<_, String>(GuardedConnector::new(false, Duration::from_secs(5)));
 /// ```
