@@ -142,7 +142,7 @@ pub async fn create(
     }
     changed(app, &req.name);
     let mut view = render(app, &req.name, &record);
-    audit(
+    super::subjects::audit(
         app,
         caller,
         "destination.create",
@@ -202,7 +202,7 @@ pub async fn patch(
         .ok_or_else(|| ApiError::not_found(format_args!("destination {name}")))?;
     changed(app, name);
     let view = render(app, name, &updated);
-    audit(
+    super::subjects::audit(
         app,
         caller,
         "destination.update",
@@ -225,7 +225,7 @@ pub async fn delete(app: &App, caller: &Caller, name: &str) -> Result<Resp, ApiE
         return Err(ApiError::not_found(format_args!("destination {name}")));
     }
     changed(app, name);
-    audit(app, caller, "destination.delete", name, before, None).await;
+    super::subjects::audit(app, caller, "destination.delete", name, before, None).await;
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
@@ -257,7 +257,7 @@ pub async fn rotate(
     changed(app, name);
     // Never a secret in the audit trail: only that it happened, and the grace period.
     let grace = json!({"rotated": true, "grace_secs": grace_ms / 1000});
-    audit(
+    super::subjects::audit(
         app,
         caller,
         "destination.rotate_secret",
@@ -274,22 +274,6 @@ pub async fn rotate(
         StatusCode::OK,
         &json!({"secret": secret, "previous_secret_valid_until": previous_until}),
     ))
-}
-
-/// Appends an audit entry for a change already made; a failure to do so is logged, not
-/// reported to the caller, whose change did happen.
-async fn audit(
-    app: &App,
-    caller: &Caller,
-    action: &str,
-    name: &str,
-    before: Option<Value>,
-    after: Option<Value>,
-) {
-    let entry = super::subjects::entry(caller, action, name, before, after);
-    if let Err(e) = app.herald.store().append_audit(entry).await {
-        tracing::error!(error = %e, action, destination = name, "audit entry not written");
-    }
 }
 
 /// A destination, through the cache (invalidated by every change to it).

@@ -64,7 +64,7 @@ pub async fn retry(app: &App, caller: &Caller, id: &str) -> Result<Resp, ApiErro
     if requeued == 0 {
         return Err(ApiError::not_found(format_args!("dead delivery {id}")));
     }
-    audit(app, caller, "dlq.retry", id, None).await;
+    super::subjects::audit(app, caller, "dlq.retry", id, None, None).await;
     Ok(json(
         StatusCode::OK,
         &json!({"id": id, "status": "pending", "requeued": 1}),
@@ -98,7 +98,7 @@ pub async fn bulk_retry(
     let mut after = asked;
     after["requeued"] = count.into();
     // Bulk operations are audited as one entry with the count.
-    audit(app, caller, "dlq.bulk_retry", "*", Some(after)).await;
+    super::subjects::audit(app, caller, "dlq.bulk_retry", "*", None, Some(after)).await;
     Ok(json(StatusCode::OK, &json!({"requeued": count})))
 }
 
@@ -106,18 +106,10 @@ pub async fn discard(app: &App, caller: &Caller, id: &str) -> Result<Resp, ApiEr
     let key = parse_id(id)?;
     let discarded = app.herald.dlq_discard(key).await?;
     if discarded {
-        audit(app, caller, "dlq.discard", id, None).await;
+        super::subjects::audit(app, caller, "dlq.discard", id, None, None).await;
         Ok(empty(StatusCode::NO_CONTENT))
     } else {
         Err(ApiError::not_found(format_args!("dead delivery {id}")))
-    }
-}
-
-/// Appends an audit entry for a DLQ action already taken; a failure is logged.
-async fn audit(app: &App, caller: &Caller, action: &str, subject: &str, after: Option<Value>) {
-    let entry = super::subjects::entry(caller, action, subject, None, after);
-    if let Err(e) = app.herald.store().append_audit(entry).await {
-        tracing::error!(error = %e, action, "audit entry not written");
     }
 }
 

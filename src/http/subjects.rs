@@ -525,6 +525,22 @@ fn render_audit(view: &AuditView) -> Value {
     })
 }
 
+/// Appends the audit entry for a change already made elsewhere (destinations, the DLQ); a
+/// failure to do so is logged, not reported to the caller, whose change did happen.
+pub async fn audit(
+    app: &App,
+    caller: &Caller,
+    action: &str,
+    subject: &str,
+    before: Option<Value>,
+    after: Option<Value>,
+) {
+    let entry = entry(caller, action, subject, before, after);
+    if let Err(e) = app.herald.store().append_audit(entry).await {
+        tracing::error!(error = %e, action, subject, "audit entry not written");
+    }
+}
+
 /// An audit entry for a change made by `caller`.
 pub fn entry(
     caller: &Caller,
