@@ -3,7 +3,7 @@
 
 import { api, can, onConnection, session, setToken } from './api.js';
 import { errorBlock, h, put } from './ui.js';
-import { flushVitals, setPage, startVitals } from './vitals.js';
+import { flushVitals, recent, setPage, startVitals } from './vitals.js';
 
 startVitals();
 
@@ -178,7 +178,7 @@ onConnection((state) => {
 });
 
 // For the browser tests: send the queued vitals now instead of waiting for the tab to hide.
-window.heraldConsole = { flushVitals };
+window.heraldConsole = { flushVitals, recentVitals: recent };
 
 if (session.token) {
   signIn(session.token).catch((e) => {

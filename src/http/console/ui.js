@@ -170,26 +170,33 @@ export function table(columns, rows, { caption, empty = 'Nothing here.' } = {}) 
  */
 export function pagedList({ load, render, label }) {
   const root = h('div', { class: 'paged' });
-  const body = h('div', { 'aria-live': 'polite' });
+  const body = h('div', { class: 'paged-body' });
   const prev = h('button', { type: 'button' }, 'Previous');
   const next = h('button', { type: 'button' }, 'Next');
-  const where = h('span', { class: 'muted' });
+  const where = h('span', { class: 'muted', role: 'status', 'aria-live': 'polite' });
+  // The pager sits above the rows, and a page's rows stay until the next ones arrive: what
+  // loads never pushes the controls around (no layout shift under the operator's pointer).
   const pager = h('nav', { class: 'pager', 'aria-label': `${label} pages` }, prev, next, where);
-  root.append(body, pager);
+  root.append(pager, body);
   const cursors = [undefined];
   let page = 0;
   let nextCursor = null;
+  let generation = 0;
   async function show() {
+    const mine = ++generation;
     prev.disabled = next.disabled = true;
-    put(body, h('p', { class: 'muted' }, 'Loading…'));
+    put(where, 'Loading…');
+    if (!body.firstChild) put(body, h('p', { class: 'muted' }, 'Loading…'));
     try {
       const data = await load(cursors[page]);
+      if (mine !== generation) return;
       nextCursor = data.next ?? null;
       put(body, render(data.items));
       if (!data.items.length && nextCursor) {
         body.append(h('p', { class: 'muted' }, 'No matches in the part scanned so far; Next searches further back.'));
       }
     } catch (e) {
+      if (mine !== generation) return;
       put(body, errorBlock(e));
     }
     prev.disabled = page === 0;

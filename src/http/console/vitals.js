@@ -8,7 +8,8 @@
 
 import { onCLS, onFCP, onINP, onLCP, onTTFB } from './vendor/web-vitals.js';
 
-let page = 'overview';
+// Until the router says otherwise, the page in the address (TTFB and FCP come before sign-in).
+let page = location.hash.replace(/^#\/?/, '').split(/[/?]/)[0] || 'overview';
 let endpoint = null;
 let queue = [];
 let timer = null;
@@ -19,7 +20,12 @@ export function setPage(p) {
   page = p;
 }
 
+/** The last metrics reported, newest last (the browser tests read them). */
+export const recent = [];
+
 function report(m) {
+  recent.push(`${m.name} ${m.value}`);
+  if (recent.length > 50) recent.shift();
   if (!pageOf.has(m.id)) pageOf.set(m.id, page);
   queue = queue.filter((q) => q.id !== m.id);
   queue.push({

@@ -112,7 +112,7 @@ async function detail(root, ctx, id) {
     const r = await api('POST', `/v1/messages/${seg(m.id)}/resend`, destination ? { destination } : {});
     return `Re-queued ${r?.requeued ?? 0} delivery(ies).`;
   };
-  const facts = h('dl', { class: 'kv' },
+  const facts = h('dl', { class: 'kv' }, [
     ['ID', h('span', { class: 'mono' }, m.id)], ['Received', time(m.received_at)], ['Source', m.source ?? 'published through the API'],
     ['External id', m.external_id ?? '—'], ['Event type', m.event_type ?? '—'], ['Content type', m.content_type ?? '—'],
     ['Recipient', m.recipient ?? '—'], ['Channel', m.channel ?? '—'], ['Category', m.category ?? '—'], ['Size', `${m.body_bytes} bytes`],

@@ -93,15 +93,17 @@ function chart() {
 }
 
 export async function render(root) {
-  const cards = h('div', { class: 'cards' });
+  const card = (label, value, href) => h('div', { class: 'card' },
+    h('div', { class: 'value' }, value), h('div', { class: 'label' }, href ? h('a', { href }, label) : label));
+  const CARDS = [['Dead deliveries (DLQ)', '#/dlq'], ['Deliveries queued', '#/destinations'], ['Open circuits', '#/destinations'],
+    ['Active alerts', '#/alerts'], ['Budgets violated', '#/performance']];
+  // Placeholders of the final size, so the figures arriving move nothing.
+  const cards = h('div', { class: 'cards' }, CARDS.map(([label, href]) => card(label, '…', href)));
   const chartBox = h('div', {}, chart());
   const budgets = h('div');
   put(root, h('h1', { tabindex: '-1' }, 'Overview'), cards, section('Rates, last hour', chartBox), section('Budgets', budgets));
   const redraw = () => put(chartBox, chart());
   listeners.add(redraw);
-
-  const card = (label, value, href) => h('div', { class: 'card' },
-    h('div', { class: 'value' }, value), h('div', { class: 'label' }, href ? h('a', { href }, label) : label));
 
   const [metrics, dests, alerts, perf] = await Promise.allSettled([
     fetch('/metrics', { cache: 'no-store' }).then((r) => r.text()),
@@ -114,12 +116,14 @@ export async function render(root) {
     ? [...metrics.value.matchAll(/^herald_queue_depth\{[^}]*\}\s+(\d+)/gm)].reduce((a, m) => a + Number(m[1]), 0)
     : null;
   const open = dests.status === 'fulfilled' ? dests.value.items.filter((d) => d.circuit.state !== 'closed').length : null;
-  put(cards,
-    card('Dead deliveries (DLQ)', num(dlq === null ? null : Number(dlq)), '#/dlq'),
-    card('Deliveries queued', num(queued), '#/destinations'),
-    card('Open circuits', num(open), '#/destinations'),
-    card('Active alerts', alerts.status === 'fulfilled' ? num(alerts.value.items.length) : '—', '#/alerts'),
-    card('Budgets violated', perf.status === 'fulfilled' ? num(perf.value.budgets.filter((b) => b.state === 'violated').length) : '—', '#/performance'));
+  const values = [
+    num(dlq === null || dlq === undefined ? null : Number(dlq)),
+    num(queued),
+    num(open),
+    alerts.status === 'fulfilled' ? num(alerts.value.items.length) : '—',
+    perf.status === 'fulfilled' ? num(perf.value.budgets.filter((b) => b.state === 'violated').length) : '—',
+  ];
+  put(cards, CARDS.map(([label, href], i) => card(label, values[i], href)));
   for (const r of [metrics, dests, alerts, perf]) if (r.status === 'rejected') cards.after(errorBlock(r.reason));
   if (perf.status === 'fulfilled') {
     put(budgets, h('ul', { class: 'legend' }, perf.value.budgets.map((b) =>
