@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::receiver::{Receiver, Reply};
 use common::{ADMIN_TOKEN, STD_SECRET, Server, fast_delivery, std_headers, std_headers_with};
+use fantoccini::actions::{InputSource, KeyAction, KeyActions};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
@@ -34,11 +35,7 @@ async fn the_console_is_served_with_strict_headers_and_whoami_names_the_scopes()
     assert_eq!(root.status(), 303);
     assert_eq!(root.headers()["location"], "/console/");
 
-    let page = http
-        .get(server.api_url("/console/"))
-        .send()
-        .await
-        .unwrap();
+    let page = http.get(server.api_url("/console/")).send().await.unwrap();
     assert_eq!(page.status(), 200, "no token needed for the static files");
     let csp = page.headers()["content-security-policy"]
         .to_str()
@@ -215,9 +212,8 @@ async fn until(c: &Client, what: &str, script: &str) -> Value {
     let deadline = Instant::now() + WAIT;
     loop {
         let v = c.execute(script, vec![]).await.unwrap();
-        let truthy = !matches!(&v, Value::Null | Value::Bool(false))
-            && v != json!(0)
-            && v != json!("");
+        let truthy =
+            !matches!(&v, Value::Null | Value::Bool(false)) && v != json!(0) && v != json!("");
         if truthy {
             return v;
         }
@@ -280,8 +276,10 @@ async fn visit(c: &Client, hash: &str, heading: &str) {
 }
 
 fn shots_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"), PathBuf::from);
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("target"),
+        PathBuf::from,
+    );
     let dir = target.join("console-screenshots");
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -292,6 +290,20 @@ async fn shot(c: &Client, name: &str) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let png = c.screenshot().await.unwrap();
     std::fs::write(shots_dir().join(format!("{name}.png")), png).unwrap();
+}
+
+/// Sizes the window so that the page's viewport (not the window) is `w`×`h`.
+async fn viewport(c: &Client, w: u32, h: u32) {
+    c.set_window_size(w, h).await.unwrap();
+    let inner = c
+        .execute("return [innerWidth, innerHeight]", vec![])
+        .await
+        .unwrap();
+    let size = |i: usize| u32::try_from(inner[i].as_u64().unwrap()).unwrap();
+    let (iw, ih) = (size(0), size(1));
+    c.set_window_size(w + w.saturating_sub(iw), h + h.saturating_sub(ih))
+        .await
+        .unwrap();
 }
 
 async fn sign_in(c: &Client, token: &str) {
@@ -328,7 +340,10 @@ async fn wait_body(receiver: &Receiver, body: &[u8], n: usize) -> usize {
         if count >= n {
             return count;
         }
-        assert!(Instant::now() < deadline, "{count} of {n} deliveries arrived");
+        assert!(
+            Instant::now() < deadline,
+            "{count} of {n} deliveries arrived"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -375,11 +390,11 @@ async fn the_console_in_a_real_browser() {
     let server = Server::start(&config).await;
     let driver = start_driver(&driver_path).await;
     let c = connect(&driver, &chromium).await;
-    c.set_window_size(1280, 800).await.unwrap();
 
     // ---- sign in: `/` redirects; a wrong token is refused clearly; the right one works.
     c.goto(&server.api_url("/")).await.unwrap();
     assert_eq!(c.current_url().await.unwrap().path(), "/console/");
+    viewport(&c, 1280, 800).await;
     sign_in(&c, "not-a-token").await;
     let refused = text_of(&c, "#signin-error:not([hidden])").await;
     assert!(refused.contains("refused"), "{refused}");
@@ -387,6 +402,26 @@ async fn the_console_in_a_real_browser() {
     sign_in(&c, ADMIN_TOKEN).await;
     let who = text_of(&c, "#who:not([hidden]) #who-name").await;
     assert!(who.contains("admin"), "{who}");
+    // The keyboard reaches the page from its start, and focus is visible.
+    c.execute("document.activeElement.blur(); return true", vec![])
+        .await
+        .unwrap();
+    let tab = KeyActions::new("keyboard".into())
+        .then(KeyAction::Down { value: '\u{E004}' })
+        .then(KeyAction::Up { value: '\u{E004}' });
+    c.perform_actions(tab).await.unwrap();
+    let focused = c
+        .execute(
+            "const e = document.activeElement; return [e.id, getComputedStyle(e).outlineStyle]",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        focused,
+        json!(["skip", "solid"]),
+        "Tab first reaches the skip link, outlined"
+    );
 
     // ---- a webhook that fails once (DLQ), and one whose body is HTML with a script.
     let evil = r#"{"type":"payment.succeeded","id":"evt_evil","note":"<script>window.__pwned=1</script><img src=x onerror=\"window.__pwned=2\">"}"#;
@@ -432,7 +467,11 @@ async fn the_console_in_a_real_browser() {
 
     visit(&c, &format!("#/messages/{html_id}"), "Message").await;
     let raw = text_of(&c, "pre.body").await;
-    assert_eq!(raw.as_bytes(), html, "a non-JSON body is shown raw, as text");
+    assert_eq!(
+        raw.as_bytes(),
+        html,
+        "a non-JSON body is shown raw, as text"
+    );
     let safe = c
         .execute(
             "return [window.__pwned === undefined, document.querySelectorAll('#page script, #page img, #page b').length]",
@@ -500,7 +539,10 @@ async fn the_console_in_a_real_browser() {
     click(&c, "button", "Rotate secret").await;
     click(&c, "dialog button", "Rotate").await;
     let secret = text_of(&c, "#new-secret").await;
-    assert!(secret.starts_with("whsec_") && secret != STD_SECRET, "{secret}");
+    assert!(
+        secret.starts_with("whsec_") && secret != STD_SECRET,
+        "{secret}"
+    );
     shot(&c, "destination-rotated-1280").await;
     // The next delivery is signed with the new secret (and the old one, in its grace period).
     let next = br#"{"type":"after.rotation","id":"evt_after"}"#;
@@ -596,11 +638,15 @@ async fn the_console_in_a_real_browser() {
     text_of(&c, "#who:not([hidden]) #who-name").await;
 
     // ---- phones: 390×844.
-    c.set_window_size(390, 844).await.unwrap();
+    viewport(&c, 390, 844).await;
     for (hash, heading, name) in [
         ("#/overview", "Overview", "overview-390"),
         ("#/messages", "Messages", "messages-390"),
-        (&format!("#/messages/{json_id}") as &str, "Message", "message-390"),
+        (
+            &format!("#/messages/{json_id}") as &str,
+            "Message",
+            "message-390",
+        ),
         ("#/destinations/recv", "recv", "destination-390"),
         ("#/dlq", "Dead-letter queue", "dlq-390"),
     ] {
@@ -614,10 +660,14 @@ async fn the_console_in_a_real_browser() {
         )
         .await
         .unwrap();
-    assert_eq!(wide, json!(true), "no sideways scrolling of the page at 390 px");
+    assert_eq!(
+        wide,
+        json!(true),
+        "no sideways scrolling of the page at 390 px"
+    );
     click(&c, "#menu", "Menu").await;
     shot(&c, "menu-390").await;
-    c.set_window_size(1280, 800).await.unwrap();
+    viewport(&c, 1280, 800).await;
 
     // ---- web vitals: the Messages page with 10,000 messages stored, loaded afresh 5 times,
     // with interactions; the console's own beacons reach /v1/perf.
@@ -635,7 +685,12 @@ async fn the_console_in_a_real_browser() {
         .await;
         click(&c, "button", "Apply filters").await;
         click(&c, "button", "Next").await;
-        until(&c, "page 2", "return document.querySelector('.pager .muted')?.textContent === 'Page 2'").await;
+        until(
+            &c,
+            "page 2",
+            "return document.querySelector('.pager .muted')?.textContent === 'Page 2'",
+        )
+        .await;
         click(&c, "button", "Previous").await;
         // Let web-vitals observe the interactions, then send what it has.
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -648,16 +703,22 @@ async fn the_console_in_a_real_browser() {
     let (lcp, inp) = loop {
         let (_, perf) = server.api_get("/v1/perf", ADMIN_TOKEN).await;
         let vital = |name: &str| {
-            perf["vitals"].as_array().unwrap().iter().find(|v| {
-                v["page"] == "/console/messages" && v["metric"] == name
-            }).cloned()
+            perf["vitals"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| v["page"] == "/console/messages" && v["metric"] == name)
+                .cloned()
         };
         if let (Some(lcp), Some(inp)) = (vital("LCP"), vital("INP"))
             && lcp["samples"].as_u64() >= Some(5)
         {
             break (lcp, inp);
         }
-        assert!(Instant::now() < deadline, "the console's vitals never reached /v1/perf: {perf}");
+        assert!(
+            Instant::now() < deadline,
+            "the console's vitals never reached /v1/perf: {perf}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     // Figures, not assertions: speed is not asserted in tests (the targets: LCP < 1000 ms and
@@ -669,6 +730,9 @@ async fn the_console_in_a_real_browser() {
     );
     eprint!("{figures}");
     std::fs::write(shots_dir().join("vitals.txt"), figures).unwrap();
+    visit(&c, "#/performance", "Performance").await;
+    text_of(&c, "#page table").await;
+    shot(&c, "performance-1280").await;
 
     c.close().await.unwrap();
     drop(driver);

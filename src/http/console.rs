@@ -47,16 +47,52 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     ("ui.js", JS, include_bytes!("console/ui.js")),
     ("chart.js", JS, include_bytes!("console/chart.js")),
     ("vitals.js", JS, include_bytes!("console/vitals.js")),
-    ("pages/overview.js", JS, include_bytes!("console/pages/overview.js")),
-    ("pages/messages.js", JS, include_bytes!("console/pages/messages.js")),
-    ("pages/destinations.js", JS, include_bytes!("console/pages/destinations.js")),
+    (
+        "pages/overview.js",
+        JS,
+        include_bytes!("console/pages/overview.js"),
+    ),
+    (
+        "pages/messages.js",
+        JS,
+        include_bytes!("console/pages/messages.js"),
+    ),
+    (
+        "pages/destinations.js",
+        JS,
+        include_bytes!("console/pages/destinations.js"),
+    ),
     ("pages/dlq.js", JS, include_bytes!("console/pages/dlq.js")),
-    ("pages/recipients.js", JS, include_bytes!("console/pages/recipients.js")),
-    ("pages/audit.js", JS, include_bytes!("console/pages/audit.js")),
-    ("pages/alerts.js", JS, include_bytes!("console/pages/alerts.js")),
-    ("pages/performance.js", JS, include_bytes!("console/pages/performance.js")),
-    ("pages/storage.js", JS, include_bytes!("console/pages/storage.js")),
-    ("vendor/web-vitals.js", JS, include_bytes!("console/vendor/web-vitals.js")),
+    (
+        "pages/recipients.js",
+        JS,
+        include_bytes!("console/pages/recipients.js"),
+    ),
+    (
+        "pages/audit.js",
+        JS,
+        include_bytes!("console/pages/audit.js"),
+    ),
+    (
+        "pages/alerts.js",
+        JS,
+        include_bytes!("console/pages/alerts.js"),
+    ),
+    (
+        "pages/performance.js",
+        JS,
+        include_bytes!("console/pages/performance.js"),
+    ),
+    (
+        "pages/storage.js",
+        JS,
+        include_bytes!("console/pages/storage.js"),
+    ),
+    (
+        "vendor/web-vitals.js",
+        JS,
+        include_bytes!("console/vendor/web-vitals.js"),
+    ),
     (
         "vendor/web-vitals.LICENSE.txt",
         TEXT,
@@ -162,7 +198,9 @@ fn redirect(to: &'static str) -> Resp {
 /// The security headers of every console response.
 fn secure(h: &mut HeaderMap, host: Option<&str>, ingest_port: u16) {
     // A source without a scheme matches the page's own scheme: both ports serve TLS or neither.
-    let ingest = host.map(|host| format!(" {host}:{ingest_port}")).unwrap_or_default();
+    let ingest = host
+        .map(|host| format!(" {host}:{ingest_port}"))
+        .unwrap_or_default();
     let csp = format!(
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
          connect-src 'self'{ingest}; base-uri 'none'; form-action 'self'; \
@@ -227,7 +265,9 @@ mod tests {
         assert_eq!(r.headers()[header::LOCATION], "/console/");
         let r = get("/console/", "127.0.0.1:8081").unwrap();
         assert_eq!(r.status(), StatusCode::OK);
-        let csp = r.headers()[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        let csp = r.headers()[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap();
         assert!(csp.contains("script-src 'self';"), "{csp}");
         assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
         assert!(csp.contains("connect-src 'self' 127.0.0.1:8080;"), "{csp}");
@@ -240,10 +280,14 @@ mod tests {
     #[test]
     fn a_hostile_host_header_stays_out_of_the_policy() {
         let r = get("/console/app.js", "evil; script-src *").unwrap();
-        let csp = r.headers()[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        let csp = r.headers()[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap();
         assert!(csp.contains("connect-src 'self';"), "{csp}");
         let r = get("/console/app.js", "[::1]:8081").unwrap();
-        let csp = r.headers()[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        let csp = r.headers()[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap();
         assert!(csp.contains("connect-src 'self' [::1]:8080;"), "{csp}");
     }
 

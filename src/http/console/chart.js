@@ -21,8 +21,8 @@ function niceMax(v) {
  * `series`: `[{name, points: [[unix ms, value], …]}]`; `xDomain`: `[from, to]` ms;
  * `limit`: `{value, label}` drawn as a dashed line (a budget). Answers a figure with a legend.
  */
-export function lineChart({ series, xDomain, unit = '', limit, label }) {
-  const W = 800, H = 220, L = 52, R = 12, T = 12, B = 26;
+export function lineChart({ series, xDomain, unit = '', limit, label, width = 1000 }) {
+  const W = width, H = 240, L = 52, R = 12, T = 12, B = 26;
   const all = series.flatMap((x) => x.points);
   const [x0, x1] = xDomain ?? [Math.min(...all.map((p) => p[0])), Math.max(...all.map((p) => p[0]))];
   const span = Math.max(1, x1 - x0);

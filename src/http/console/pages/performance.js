@@ -37,6 +37,7 @@ function charts(perf, xs) {
       xDomain: [from, now],
       limit: { value: b.p75_max, label: `budget ${num(b.p75_max, 2)}` },
       label: `p75 of ${budgetName(b)} over time`,
+      width: 560,
     }))));
 }
 

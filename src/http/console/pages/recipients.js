@@ -122,10 +122,10 @@ async function show(out, ctx, recipient) {
         return 'Erased.';
       }, { cls: 'danger', confirm: { title: `Erase ${recipient}?`, message: 'This cannot be undone.', confirmLabel: 'Erase', typed: recipient } })));
   put(out, h('h2', {}, recipient),
-    gdpr,
     section('Suppressions', supp, write && addForm()),
     section('Preferences', prefs),
-    section('Messages', messages));
+    section('Messages', messages),
+    gdpr);
   loadSupp();
   loadPrefs();
 }
