@@ -1,5 +1,5 @@
 //! The operator console, end to end: its HTTP surface from a plain client, then the real UI in
-//! Debian's headless `chromium`, driven through `chromedriver` (WebDriver) with fantoccini.
+//! Debian's headless `chromium`, driven through `chromedriver` (`WebDriver`) with fantoccini.
 //!
 //! One browser and one herald serve every browser check, in order, to keep CI short. Without
 //! `chromium` and `chromedriver` the browser test says so and passes locally; under `CI=true`
@@ -154,19 +154,17 @@ fn find_binary(names: &[&str]) -> Option<PathBuf> {
 fn browser() -> Option<(PathBuf, PathBuf)> {
     let chromium = find_binary(&["chromium", "chromium-browser"]);
     let driver = find_binary(&["chromedriver"]);
-    match (chromium, driver) {
-        (Some(c), Some(d)) => Some((c, d)),
-        _ => {
-            let msg = "chromium and chromium-driver are not installed \
-                       (apt-get install -y chromium chromium-driver)";
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "{msg}: CI must run the browser tests"
-            );
-            eprintln!("skipping the browser tests: {msg}");
-            None
-        }
+    if let (Some(c), Some(d)) = (chromium, driver) {
+        return Some((c, d));
     }
+    let msg = "chromium and chromium-driver are not installed \
+               (apt-get install -y chromium chromium-driver)";
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{msg}: CI must run the browser tests"
+    );
+    eprintln!("skipping the browser tests: {msg}");
+    None
 }
 
 async fn start_driver(path: &Path) -> Driver {
@@ -222,7 +220,7 @@ async fn until(c: &Client, what: &str, script: &str) -> Value {
                 .execute("return document.body.innerText", vec![])
                 .await
                 .unwrap_or_default();
-            let _ = shot(c, "failure").await;
+            shot(c, "failure").await;
             panic!("timed out waiting for {what} (last value {v}); the page says:\n{page}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -230,7 +228,7 @@ async fn until(c: &Client, what: &str, script: &str) -> Value {
 }
 
 /// Waits for an element with `css` whose text contains `text`, and clicks it (a real click:
-/// WebDriver input, so the browser measures it as an interaction).
+/// `WebDriver` input, so the browser measures it as an interaction).
 async fn click(c: &Client, css: &str, text: &str) {
     let deadline = Instant::now() + WAIT;
     loop {

@@ -17,7 +17,7 @@
 //!   script or style (`script-src 'self'; style-src 'self'`), `frame-ancestors 'none'`,
 //!   `X-Content-Type-Options: nosniff`, no referrer. `connect-src` adds the ingest port's
 //!   origin, the one other place the page talks to (`POST /vitals`).
-//! - **Caching.** `Cache-Control: no-cache` with a strong ETag (SHA-256 of the file): the browser
+//! - **Caching.** `Cache-Control: no-cache` with a strong `ETag` (SHA-256 of the file): the browser
 //!   revalidates and gets a 304, and an upgraded binary is never masked by a stale copy.
 //!
 //! [`asset`] is the whole interface to the router, called before authentication. It answers
@@ -34,7 +34,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::auth::Caller;
-use super::response::{Resp, json};
+use super::response::{Resp, json, with_body};
 
 /// `(path under /console/, content type, bytes)`.
 const ASSETS: &[(&str, &str, &[u8])] = &[
@@ -106,7 +106,7 @@ const JS: &str = "text/javascript; charset=utf-8";
 const SVG: &str = "image/svg+xml";
 const TEXT: &str = "text/plain; charset=utf-8";
 
-/// Each asset's ETag, computed once.
+/// Each asset's `ETag`, computed once.
 static ETAGS: LazyLock<Vec<String>> = LazyLock::new(|| {
     ASSETS
         .iter()
@@ -124,26 +124,23 @@ pub fn asset(method: &Method, path: &str, headers: &HeaderMap, ingest_port: u16)
     if method != Method::GET && method != Method::HEAD {
         return None;
     }
-    let rest = match path {
+    let wanted = match path {
         "/" | "/console" => return Some(redirect("/console/")),
         _ => path.strip_prefix("/console/")?,
     };
     let host = request_host(headers);
-    let mut resp = if rest == "config.json" {
+    let mut resp = if wanted == "config.json" {
         // Where the page sends its vitals. The host is the page's own (`location.hostname`):
         // the listen address may be 0.0.0.0 or a name the browser does not use.
-        let mut resp = json(StatusCode::OK, &json!({"ingest_port": ingest_port}));
-        resp.headers_mut()
+        let mut config = json(StatusCode::OK, &json!({"ingest_port": ingest_port}));
+        config
+            .headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        resp
-    } else if let Some(i) = ASSETS.iter().position(|(p, _, _)| *p == rest) {
+        config
+    } else if let Some(i) = ASSETS.iter().position(|(p, _, _)| *p == wanted) {
         file(i, headers)
     } else {
-        let mut resp = Response::new(Full::new(Bytes::from_static(b"not found\n")));
-        *resp.status_mut() = StatusCode::NOT_FOUND;
-        resp.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(TEXT));
-        resp
+        with_body(StatusCode::NOT_FOUND, "not found\n", TEXT)
     };
     secure(resp.headers_mut(), host.as_deref(), ingest_port);
     if method == Method::HEAD {
@@ -174,10 +171,7 @@ fn file(i: usize, headers: &HeaderMap) -> Resp {
         *resp.status_mut() = StatusCode::NOT_MODIFIED;
         resp
     } else {
-        let mut resp = Response::new(Full::new(Bytes::from_static(body)));
-        resp.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-        resp
+        with_body(StatusCode::OK, Bytes::from_static(body), content_type)
     };
     let h = resp.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
