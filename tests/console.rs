@@ -400,10 +400,11 @@ async fn the_console_in_a_real_browser() {
     sign_in(&c, ADMIN_TOKEN).await;
     let who = text_of(&c, "#who:not([hidden]) #who-name").await;
     assert!(who.contains("admin"), "{who}");
-    // The keyboard reaches the page from its start, and focus is visible.
-    c.execute("document.activeElement.blur(); return true", vec![])
+    // From the start of a freshly loaded page, Tab reaches the skip link, and focus is visible.
+    c.goto(&server.api_url("/console/?fresh#/overview"))
         .await
         .unwrap();
+    text_of(&c, "#who:not([hidden]) #who-name").await;
     let tab = KeyActions::new("keyboard".into())
         .then(KeyAction::Down { value: '\u{E004}' })
         .then(KeyAction::Up { value: '\u{E004}' });
@@ -731,6 +732,22 @@ async fn the_console_in_a_real_browser() {
     visit(&c, "#/performance", "Performance").await;
     text_of(&c, "#page table").await;
     shot(&c, "performance-1280").await;
+
+    // ---- a lost connection is shown, and the console carries on once herald is back (a fresh
+    // herald on the same port: the tab keeps its token, which the base config also accepts).
+    let api_port = server.api.port();
+    server.stop().await;
+    c.execute("location.hash = '#/alerts'; return true", vec![])
+        .await
+        .unwrap();
+    let lost = text_of(&c, "#conn.down:not([hidden])").await;
+    assert!(lost.contains("Lost the connection"), "{lost}");
+    shot(&c, "connection-lost-1280").await;
+    let listen = format!("127.0.0.1:{api_port}");
+    let server = Server::start_with_env("", &[("HERALD_SERVER_API_LISTEN", &listen)]).await;
+    let back = text_of(&c, "#conn:not(.down):not([hidden])").await;
+    assert!(back.contains("restored"), "{back}");
+    text_of(&c, "#page table, #page .empty").await;
 
     c.close().await.unwrap();
     drop(driver);

@@ -46,7 +46,8 @@ export function onConnection(fn) {
   listeners.add(fn);
 }
 
-function connectionLost() {
+/** Reports herald unreachable and resolves once it answers again. */
+export function waitForHerald() {
   if (down) return down;
   listeners.forEach((fn) => fn('down'));
   down = (async () => {
@@ -86,7 +87,7 @@ export async function api(method, path, body, { token = session.token } = {}) {
       }
       resp = await fetch(path, init);
     } catch {
-      const back = connectionLost();
+      const back = waitForHerald();
       if (method === 'GET') {
         await back;
         continue;

@@ -1,7 +1,7 @@
 // The console shell: sign-in, navigation (a hash router, one module per page, loaded on first
 // visit), the connection banner, and the page's own web vitals.
 
-import { api, can, onConnection, session, setToken } from './api.js';
+import { api, can, onConnection, session, setToken, waitForHerald } from './api.js';
 import { errorBlock, h, put } from './ui.js';
 import { flushVitals, recent, setPage, startVitals } from './vitals.js';
 
@@ -51,6 +51,7 @@ const ctx = {
 };
 
 let generation = 0;
+const failedLoads = {};
 let cleanup = null;
 
 async function route({ focus = false } = {}) {
@@ -73,9 +74,16 @@ async function route({ focus = false } = {}) {
   document.title = `${title} · herald console`;
   let mod;
   try {
-    mod = await import(`./pages/${r.page}.js`);
+    // A module that failed to load stays failed in this document: after a failure, ask for it
+    // under a new URL (its own imports, api.js and ui.js, are still the shared instances).
+    const retry = failedLoads[r.page] ? `?retry=${failedLoads[r.page]}` : '';
+    mod = await import(`./pages/${r.page}.js${retry}`);
   } catch (e) {
+    failedLoads[r.page] = (failedLoads[r.page] ?? 0) + 1;
     put(pageEl, errorBlock(`Could not load the page: ${e.message}`));
+    // Most likely herald is unreachable: if so, the banner shows it and the page is loaded
+    // again once herald answers.
+    fetch('/healthz', { cache: 'no-store' }).catch(() => waitForHerald());
     return;
   }
   if (mine !== generation) return;

@@ -17,11 +17,18 @@ function niceMax(v) {
   return [1, 2, 2.5, 5, 10].map((m) => m * p).find((m) => m >= v) ?? v;
 }
 
+/** The drawing width that keeps the chart's text near its CSS size: the page's content width. */
+export function contentWidth(fraction = 1) {
+  const main = document.querySelector('main');
+  const w = (main?.clientWidth ?? 1000) * fraction - 64;
+  return Math.round(Math.min(1200, Math.max(300, w)));
+}
+
 /**
  * `series`: `[{name, points: [[unix ms, value], …]}]`; `xDomain`: `[from, to]` ms;
  * `limit`: `{value, label}` drawn as a dashed line (a budget). Answers a figure with a legend.
  */
-export function lineChart({ series, xDomain, unit = '', limit, label, width = 1000 }) {
+export function lineChart({ series, xDomain, unit = '', limit, label, width = contentWidth() }) {
   const W = width, H = 240, L = 52, R = 12, T = 12, B = 26;
   const all = series.flatMap((x) => x.points);
   const [x0, x1] = xDomain ?? [Math.min(...all.map((p) => p[0])), Math.max(...all.map((p) => p[0]))];

@@ -85,7 +85,8 @@ function chart() {
     { name: 'deliveries succeeded /s', points: rates('succeeded') },
     { name: 'attempts failed /s', points: rates('failed') },
   ];
-  const first = samples()[0]?.t ?? now;
+  // At least a quarter of an hour across, so the time axis reads well from the first samples.
+  const first = Math.min(samples()[0]?.t ?? now, now - HOUR_MS / 4);
   return h('div', {},
     lineChart({ series, xDomain: [Math.max(first, now - HOUR_MS), now], label: 'Ingest and delivery rates, per second' }),
     h('p', { class: 'note' },
@@ -99,9 +100,10 @@ export async function render(root) {
     ['Active alerts', '#/alerts'], ['Budgets violated', '#/performance']];
   // Placeholders of the final size, so the figures arriving move nothing.
   const cards = h('div', { class: 'cards' }, CARDS.map(([label, href]) => card(label, '…', href)));
-  const chartBox = h('div', {}, chart());
+  const chartBox = h('div');
   const budgets = h('div');
   put(root, h('h1', { tabindex: '-1' }, 'Overview'), cards, section('Rates, last hour', chartBox), section('Budgets', budgets));
+  put(chartBox, chart()); // once attached: the chart is drawn at the width it is shown
   const redraw = () => put(chartBox, chart());
   listeners.add(redraw);
 

@@ -3,7 +3,7 @@
 // this tab (GET /v1/perf every 15 s while the page is open, an hour kept in sessionStorage).
 
 import { get } from '../api.js';
-import { lineChart } from '../chart.js';
+import { contentWidth, lineChart } from '../chart.js';
 import { errorBlock, h, num, pill, put, section, table } from '../ui.js';
 
 const KEY = 'herald.p75';
@@ -27,7 +27,8 @@ function history(perf) {
 
 function charts(perf, xs) {
   const now = Date.now();
-  const from = Math.max(xs[0]?.t ?? now, now - HOUR_MS);
+  // At least a quarter of an hour across, so the time axis reads well from the first samples.
+  const from = Math.max(Math.min(xs[0]?.t ?? now, now - HOUR_MS / 4), now - HOUR_MS);
   const vital = perf.budgets.filter((b) => !b.metric.startsWith('route:'));
   if (!vital.length) return h('p', { class: 'muted' }, 'No budgets.');
   return h('div', { class: 'grid2' }, vital.map((b) => h('div', {},
@@ -37,7 +38,7 @@ function charts(perf, xs) {
       xDomain: [from, now],
       limit: { value: b.p75_max, label: `budget ${num(b.p75_max, 2)}` },
       label: `p75 of ${budgetName(b)} over time`,
-      width: 560,
+      width: contentWidth(matchMedia('(max-width: 760px)').matches ? 1 : 0.5),
     }))));
 }
 
