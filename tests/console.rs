@@ -571,30 +571,44 @@ async fn the_console_in_a_real_browser() {
         )
         .await;
     assert_eq!(status, 201);
-    visit(&c, "#/overview", "Overview").await;
-    until(
-        &c,
-        "the overview cards",
-        "const v = document.querySelectorAll('.card .value'); return v.length === 5 && [...v].every(e => e.textContent !== '…')",
-    )
-    .await;
-    shot(&c, "overview-1280").await;
-    visit(&c, "#/recipients/ada%40example.com", "Recipients").await;
-    text_of(&c, "form[aria-label=Preferences]").await;
-    shot(&c, "recipients-1280").await;
-    visit(&c, "#/audit", "Audit trail").await;
-    until(
-        &c,
-        "audit entries",
-        "return document.querySelectorAll('#page tbody tr').length > 1",
-    )
-    .await;
-    shot(&c, "audit-1280").await;
-    visit(&c, "#/alerts?state=", "Alerts").await;
-    shot(&c, "alerts-1280").await;
-    visit(&c, "#/storage", "Storage").await;
-    text_of(&c, "#page table").await;
-    shot(&c, "storage-1280").await;
+    // (page, heading, what shows it has its data, screenshot)
+    for (hash, heading, ready, name) in [
+        (
+            "#/overview",
+            "Overview",
+            "const v = document.querySelectorAll('.card .value'); \
+             return v.length === 5 && [...v].every(e => e.textContent !== '…')",
+            "overview-1280",
+        ),
+        (
+            "#/recipients/ada%40example.com",
+            "Recipients",
+            "return !!document.querySelector('form[aria-label=Preferences]')",
+            "recipients-1280",
+        ),
+        (
+            "#/audit",
+            "Audit trail",
+            "return document.querySelectorAll('#page tbody tr').length > 1",
+            "audit-1280",
+        ),
+        (
+            "#/alerts?state=",
+            "Alerts",
+            "return !!document.querySelector('#page .table-wrap')",
+            "alerts-1280",
+        ),
+        (
+            "#/storage",
+            "Storage",
+            "return !!document.querySelector('#page table')",
+            "storage-1280",
+        ),
+    ] {
+        visit(&c, hash, heading).await;
+        until(&c, name, ready).await;
+        shot(&c, name).await;
+    }
 
     // ---- a read-only token: no write action offered, and a forged write is refused.
     sign_out(&c).await;
