@@ -533,6 +533,43 @@ async fn the_console_in_a_real_browser() {
     .await;
     assert!(at_url.contains("destination_not_allowed"), "{at_url}");
     shot(&c, "destination-refused-1280").await;
+    // A name that exists: the API's 409 beside the button.
+    let refill = |css: &'static str, text: &'static str| {
+        let c = &c;
+        async move {
+            let input = c.find(Locator::Css(css)).await.unwrap();
+            input.clear().await.unwrap();
+            input.send_keys(text).await.unwrap();
+        }
+    };
+    let name_field = "form[aria-label=\"New destination\"] input[required]";
+    let url_field = "form[aria-label=\"New destination\"] input[type=url]";
+    refill(name_field, "recv").await;
+    refill(url_field, "http://127.0.0.1:9/elsewhere").await;
+    click(&c, &format!("{form} button"), "Create destination").await;
+    let conflict = text_of(&c, &format!("{form} .status.error")).await;
+    assert!(conflict.starts_with("409 conflict"), "{conflict}");
+    // Created, then deleted behind a typed confirmation.
+    refill(name_field, "second").await;
+    click(&c, &format!("{form} button"), "Create destination").await;
+    until(
+        &c,
+        "the new destination's page",
+        "return document.querySelector('#page h1')?.textContent === 'second'",
+    )
+    .await;
+    click(&c, "button.danger", "Delete").await;
+    let confirm = c.find(Locator::Css("dialog input")).await.unwrap();
+    confirm.send_keys("second").await.unwrap();
+    click(&c, "dialog button", "Delete").await;
+    until(
+        &c,
+        "the list after the deletion",
+        "return document.querySelector('#page h1')?.textContent === 'Destinations'",
+    )
+    .await;
+    let (status, _) = server.api_get("/v1/destinations/second", ADMIN_TOKEN).await;
+    assert_eq!(status, 404, "deleted from the UI");
 
     visit(&c, "#/destinations/recv", "recv").await;
     click(&c, "button", "Rotate secret").await;
