@@ -296,6 +296,30 @@ mod tests {
     }
 
     #[test]
+    fn every_file_of_the_console_is_served() {
+        fn walk(dir: &std::path::Path, root: &std::path::Path, out: &mut Vec<String>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(&path, root, out);
+                } else {
+                    let rel = path.strip_prefix(root).unwrap();
+                    out.push(rel.to_string_lossy().replace('\\', "/"));
+                }
+            }
+        }
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/http/console");
+        let mut files = Vec::new();
+        walk(&root, &root, &mut files);
+        for file in files {
+            assert!(
+                ASSETS.iter().any(|(p, _, _)| *p == file),
+                "src/http/console/{file} is not in ASSETS"
+            );
+        }
+    }
+
+    #[test]
     fn no_inline_script_or_style_in_the_html() {
         // The CSP would block them anyway; this catches them before a browser does.
         let html = std::str::from_utf8(ASSETS[0].2).unwrap();
@@ -304,9 +328,13 @@ mod tests {
         for script in html.split("<script").skip(1) {
             assert!(script.contains("src="), "an inline script");
         }
+        // Data reaches the page as text nodes only: nothing parses markup at run time.
         for (path, _, body) in ASSETS {
             let text = String::from_utf8_lossy(body);
-            assert!(!text.contains("innerHTML"), "{path} uses innerHTML");
+            for markup in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write"] {
+                assert!(!text.contains(markup), "{path} uses {markup}");
+            }
+            assert!(!text.contains(".style."), "{path} sets an inline style");
         }
     }
 }
