@@ -331,7 +331,12 @@ mod tests {
         // Data reaches the page as text nodes only: nothing parses markup at run time.
         for (path, _, body) in ASSETS {
             let text = String::from_utf8_lossy(body);
-            for markup in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write"] {
+            for markup in [
+                "innerHTML",
+                "outerHTML",
+                "insertAdjacentHTML",
+                "document.write",
+            ] {
                 assert!(!text.contains(markup), "{path} uses {markup}");
             }
             assert!(!text.contains(".style."), "{path} sets an inline style");
