@@ -699,22 +699,29 @@ async fn the_console_in_a_real_browser() {
         ),
         ("#/destinations/recv", "recv", "destination-390"),
         ("#/dlq", "Dead-letter queue", "dlq-390"),
+        ("#/destinations", "Destinations", "destinations-390"),
+        (
+            "#/recipients/ada%40example.com",
+            "Recipients",
+            "recipients-390",
+        ),
+        ("#/audit", "Audit trail", "audit-390"),
+        ("#/alerts", "Alerts", "alerts-390"),
+        ("#/performance", "Performance", "performance-390"),
+        ("#/storage", "Storage", "storage-390"),
     ] {
         visit(&c, hash, heading).await;
         shot(&c, name).await;
+        // Wide tables scroll inside their own box; the page itself never scrolls sideways.
+        let fits = c
+            .execute(
+                "return document.documentElement.scrollWidth <= innerWidth + 1",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(fits, json!(true), "{hash} scrolls sideways at 390 px");
     }
-    let wide = c
-        .execute(
-            "return document.documentElement.scrollWidth <= innerWidth + 1",
-            vec![],
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        wide,
-        json!(true),
-        "no sideways scrolling of the page at 390 px"
-    );
     click(&c, "#menu", "Menu").await;
     shot(&c, "menu-390").await;
     viewport(&c, 1280, 800).await;
@@ -775,7 +782,7 @@ async fn the_console_in_a_real_browser() {
     // INP < 100 ms at p75).
     let figures = format!(
         "Messages page, 10,000 messages stored, headless chromium, debug build:\n\
-         LCP p75 {} ms over {} loads; INP p75 {} ms over {} loads\n",
+         LCP p75 {} ms ({} samples); INP p75 {} ms ({} samples), over 5 loads\n",
         lcp["p75"], lcp["samples"], inp["p75"], inp["samples"]
     );
     eprint!("{figures}");
