@@ -44,6 +44,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use herald_actors::perf::budgets::Budget;
+use herald_actors::verifier::schemes::SourceRule;
 use serde::{Deserialize, Serialize};
 use toml::Table;
 
@@ -239,7 +241,8 @@ pub struct Config {
     pub circuit_breaker: CircuitBreakerConfig,
     pub sources: Vec<SourceConfig>,
     pub ingest: IngestConfig,
-    /// Web-vitals budgets; the LCP/INP/CLS defaults when the file lists none.
+    /// Performance budgets; the LCP/INP/CLS defaults when the file lists none, none at all
+    /// for `budgets = []`.
     pub budgets: Vec<Budget>,
     pub alerts: AlertsConfig,
     pub destinations: Vec<DestinationConfig>,
@@ -371,50 +374,14 @@ pub struct CircuitBreakerConfig {
 pub struct SourceConfig {
     /// Unique, `[a-z0-9_-]{1,64}`: it appears in URLs.
     pub name: String,
-    pub scheme: SchemeConfig,
-    /// The HMAC keys, in configured order (rotation: try each). Never empty. For
-    /// `standard-webhooks` the base64-decoded payload of a `whsec_` secret; for every other
-    /// scheme the secret's bytes as written.
-    pub secrets: Vec<Secret>,
-    /// Accepted skew of signed timestamps.
-    pub tolerance: Duration,
+    /// The scheme, the HMAC keys (in configured order; rotation: any verifies) and the
+    /// accepted skew of signed timestamps. For `standard-webhooks` a key is the
+    /// base64-decoded payload of a `whsec_` secret; for every other scheme the secret's
+    /// bytes as written. `hmac-sha256` header names are lowercase.
+    pub rule: SourceRule,
     pub rate_limit_per_sec: Option<NonZeroU32>,
     /// Event type → why a message of that type suppresses its recipient.
     pub suppress_on: BTreeMap<String, Reason>,
-}
-
-/// How a source signs its webhooks.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SchemeConfig {
-    StandardWebhooks,
-    Stripe,
-    Github,
-    Shopify,
-    Slack,
-    /// A generic HMAC-SHA256 over the body. Header names are lowercase.
-    HmacSha256 {
-        id_header: String,
-        timestamp_header: Option<String>,
-        signature_header: String,
-        encoding: Encoding,
-        /// Stripped from the signature header's value before decoding (e.g. `sha256=`).
-        prefix: Option<String>,
-    },
-}
-
-impl SchemeConfig {
-    /// The name used in the config file.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::StandardWebhooks => SchemeName::StandardWebhooks,
-            Self::Stripe => SchemeName::Stripe,
-            Self::Github => SchemeName::Github,
-            Self::Shopify => SchemeName::Shopify,
-            Self::Slack => SchemeName::Slack,
-            Self::HmacSha256 { .. } => SchemeName::HmacSha256,
-        }
-        .as_str()
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -425,82 +392,6 @@ pub struct IngestConfig {
     pub block: Duration,
     /// Message ids are remembered at least this long.
     pub dedupe_window: Duration,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Budget {
-    pub metric: Metric,
-    /// The 75th-percentile ceiling: milliseconds, unitless for CLS. Finite and positive.
-    pub p75_max: f64,
-}
-
-/// A web-vitals metric, or a server route's latency.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Metric {
-    Lcp,
-    Inp,
-    Cls,
-    Fcp,
-    Ttfb,
-    /// `route:<METHOD> <path template>`, e.g. `route:GET /orders/{id}`.
-    Route {
-        method: String,
-        path: String,
-    },
-}
-
-impl fmt::Display for Metric {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Lcp => f.write_str("LCP"),
-            Self::Inp => f.write_str("INP"),
-            Self::Cls => f.write_str("CLS"),
-            Self::Fcp => f.write_str("FCP"),
-            Self::Ttfb => f.write_str("TTFB"),
-            Self::Route { method, path } => write!(f, "route:{method} {path}"),
-        }
-    }
-}
-
-/// Why a string is not a [`Metric`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "expected LCP, INP, CLS, FCP, TTFB or \"route:<METHOD> <path template>\" \
-     (e.g. \"route:GET /orders/{{id}}\")"
-)]
-pub struct InvalidMetric;
-
-impl FromStr for Metric {
-    type Err = InvalidMetric;
-
-    fn from_str(text: &str) -> Result<Self, InvalidMetric> {
-        Ok(match text {
-            "LCP" => Self::Lcp,
-            "INP" => Self::Inp,
-            "CLS" => Self::Cls,
-            "FCP" => Self::Fcp,
-            "TTFB" => Self::Ttfb,
-            _ => {
-                let (method, path) = text
-                    .strip_prefix("route:")
-                    .and_then(|route| route.split_once(' '))
-                    .ok_or(InvalidMetric)?;
-                let method_ok =
-                    !method.is_empty() && method.bytes().all(|b| b.is_ascii_uppercase());
-                // As strict as the perf monitor's own parser, or a config that loads would
-                // fail at startup: no whitespace, no control characters.
-                let path_ok = path.starts_with('/')
-                    && !path.contains(|c: char| c.is_whitespace() || c.is_control());
-                if !(method_ok && path_ok) {
-                    return Err(InvalidMetric);
-                }
-                Self::Route {
-                    method: method.to_owned(),
-                    path: path.to_owned(),
-                }
-            }
-        })
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -699,7 +590,7 @@ keyword_enum! {
 
 keyword_enum! {
     /// How an `hmac-sha256` signature is written.
-    pub enum Encoding {
+    enum EncodingName {
         Hex = "hex",
         Base64 = "base64",
     }

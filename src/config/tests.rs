@@ -9,10 +9,12 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use herald_actors::perf::budgets::{BudgetTarget, default_budgets};
+use herald_actors::verifier::schemes::{Encoding, HmacHeaders, Scheme};
 use toml::Table;
 
 use super::raw::RawConfig;
-use super::validate::{check_url, default_budgets};
+use super::validate::check_url;
 use super::*;
 
 const TOKEN: &str = "[api]\ntoken = \"test-token\"\n";
@@ -144,9 +146,9 @@ fn committed_config_validates_and_documents_the_defaults() {
         panic!()
     };
     assert_eq!(source.name, "demo");
-    assert_eq!(source.scheme, SchemeConfig::StandardWebhooks);
-    assert_eq!(source.secrets[0].expose().len(), 24);
-    assert_eq!(source.tolerance, Duration::from_secs(300));
+    assert_eq!(*source.rule.scheme(), Scheme::StandardWebhooks);
+    assert_eq!(source.rule.keys()[0].len(), 24);
+    assert_eq!(source.rule.tolerance_secs(), 300);
     let [destination] = committed.destinations.as_slice() else {
         panic!()
     };
@@ -379,16 +381,17 @@ fn bad_env_overrides_name_the_variable() {
 #[test]
 fn secret_or_secrets() {
     let config = ok(&with_source(&format!("secret = \"{SECRET}\"")));
-    assert_eq!(config.sources[0].secrets.len(), 1);
+    assert_eq!(config.sources[0].rule.keys().len(), 1);
 
     let other = "whsec_AAAA";
     let config = ok(&with_source(&format!(
         "secrets = [\"{SECRET}\", \"{other}\"]"
     )));
     let decoded: Vec<&[u8]> = config.sources[0]
-        .secrets
+        .rule
+        .keys()
         .iter()
-        .map(Secret::expose)
+        .map(Vec::as_slice)
         .collect();
     assert_eq!(
         decoded,
@@ -414,7 +417,7 @@ fn secret_or_secrets() {
     let config = ok(&with_source(
         "scheme = \"stripe\"\nsecret = \"whsec_not-base64!\"",
     ));
-    assert_eq!(config.sources[0].secrets[0].expose(), b"whsec_not-base64!");
+    assert_eq!(config.sources[0].rule.keys()[0], b"whsec_not-base64!");
     only_problem(
         load(&with_source("scheme = \"github\"\nsecret = \"\"")),
         "sources[0].secret",
@@ -433,26 +436,26 @@ fn hmac_sha256_requirements() {
         "scheme = \"hmac-sha256\"\nsecret = \"k\"\nid_header = \"X-Id\"\nsignature_header = \"X-Sig\"",
     ));
     assert_eq!(
-        config.sources[0].scheme,
-        SchemeConfig::HmacSha256 {
+        *config.sources[0].rule.scheme(),
+        Scheme::HmacSha256(HmacHeaders {
             id_header: "x-id".to_owned(),
             timestamp_header: None,
             signature_header: "x-sig".to_owned(),
             encoding: Encoding::Hex,
             prefix: None,
-        }
+        })
     );
 
     let config = ok(&with_source(
         "scheme = \"hmac-sha256\"\nsecret = \"k\"\nid_header = \"x-id\"\nsignature_header = \"x-sig\"\n\
          timestamp_header = \"x-ts\"\nencoding = \"base64\"\nprefix = \"sha256=\"",
     ));
-    let SchemeConfig::HmacSha256 {
+    let Scheme::HmacSha256(HmacHeaders {
         timestamp_header,
         encoding,
         prefix,
         ..
-    } = &config.sources[0].scheme
+    }) = config.sources[0].rule.scheme()
     else {
         panic!()
     };
@@ -504,7 +507,7 @@ fn source_options() {
     );
     let source = ok(&with_source(&text)).sources.remove(0);
     assert_eq!(source.rate_limit_per_sec, NonZeroU32::new(7));
-    assert_eq!(source.tolerance, Duration::from_secs(60));
+    assert_eq!(source.rule.tolerance_secs(), 60);
     assert_eq!(
         source.suppress_on,
         BTreeMap::from([("email.bounced".to_owned(), Reason::Bounce)])
@@ -708,21 +711,19 @@ fn budgets() {
         config.budgets,
         [
             Budget {
-                metric: Metric::Route {
+                target: BudgetTarget::Route {
                     method: "GET".to_owned(),
-                    path: "/orders/{id}".to_owned()
+                    path: "/orders/:id".to_owned()
                 },
                 p75_max: 300.0,
             },
-            Budget {
-                metric: Metric::Ttfb,
-                p75_max: 800.5
-            },
+            Budget::parse("TTFB", 800.5).unwrap(),
         ]
     );
+    // As the edge records the route's latency, and as GET /v1/perf shows it.
     assert_eq!(
-        config.budgets[0].metric.to_string(),
-        "route:GET /orders/{id}"
+        config.budgets[0].target.to_string(),
+        "route:GET /orders/:id"
     );
     assert!(ok(&format!("budgets = []\n{TOKEN}")).budgets.is_empty());
 
@@ -751,7 +752,7 @@ fn a_route_budget_the_perf_monitor_would_refuse_does_not_load() {
     assert_eq!(keys(load(&text)), ["budgets[0].metric"]);
     let text = format!("{TOKEN}[[budgets]]\nmetric = \"route:GET /caf\\u00e9\"\np75_max = 1\n");
     let config = ok(&text);
-    assert!(crate::settings(&config).is_ok());
+    assert_eq!(crate::settings(&config).budgets, config.budgets);
 }
 
 #[test]
@@ -801,17 +802,18 @@ fn keywords_are_spelled_alike_everywhere() {
         err.to_string(),
         "unknown value `fax`; expected one of: webhook, email, sms, push, in_app"
     );
-    assert_eq!(
-        SchemeConfig::HmacSha256 {
-            id_header: String::new(),
-            timestamp_header: None,
-            signature_header: String::new(),
-            encoding: Encoding::Hex,
-            prefix: None,
-        }
-        .as_str(),
-        "hmac-sha256"
-    );
+    // Scheme names as the file spells them, and as the verifier reports them.
+    for name in SchemeName::NAMES {
+        let text = if *name == "hmac-sha256" {
+            "secret = \"k\"\nid_header = \"x-id\"\nsignature_header = \"x-sig\""
+        } else if *name == "standard-webhooks" {
+            &format!("secret = \"{SECRET}\"")
+        } else {
+            "secret = \"k\""
+        };
+        let config = ok(&with_source(&format!("scheme = \"{name}\"\n{text}")));
+        assert_eq!(config.sources[0].rule.scheme().name(), *name);
+    }
 }
 
 #[test]

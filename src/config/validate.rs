@@ -15,16 +15,18 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use herald_actors::dispatcher::headers::check_static_header;
 use herald_actors::dispatcher::ssrf;
+use herald_actors::perf::budgets::{Budget, BudgetTarget, default_budgets};
+use herald_actors::verifier::schemes::{Encoding, HmacHeaders, Scheme, SourceRule};
 
 use super::raw::{
     RawAlerts, RawApi, RawBudget, RawCircuitBreaker, RawConfig, RawDelivery, RawDestination,
     RawIngest, RawLog, RawServer, RawSource, RawStorage, toml_key,
 };
 use super::{
-    AlertsConfig, ApiConfig, ApiToken, BackendName, Budget, Channel, CircuitBreakerConfig, Config,
-    ConfigError, DeliveryConfig, DestinationConfig, Encoding, IngestConfig, LogConfig, LogFormat,
-    Metric, PolicyOverrides, PostgresUrl, SchemeConfig, SchemeName, Scope, Secret, ServerConfig,
-    SourceConfig, SourceFilter, StorageBackend, StorageConfig, TlsFiles, UnknownKeyword,
+    AlertsConfig, ApiConfig, ApiToken, BackendName, Channel, CircuitBreakerConfig, Config,
+    ConfigError, DeliveryConfig, DestinationConfig, EncodingName, IngestConfig, LogConfig,
+    LogFormat, PolicyOverrides, PostgresUrl, SchemeName, Scope, Secret, ServerConfig, SourceConfig,
+    SourceFilter, StorageBackend, StorageConfig, TlsFiles, UnknownKeyword,
 };
 
 const MAX_BODY_BYTES: u64 = 64 * 1024 * 1024;
@@ -62,7 +64,9 @@ pub(super) fn validate(raw: &RawConfig, host_name: &str) -> Result<Config, Vec<C
             let mut names = BTreeMap::new();
             let sources = raw.sources.iter().enumerate();
             sources
-                .map(|(i, source)| source.validate(&format!("sources[{i}]"), &mut names, &mut p))
+                .filter_map(|(i, source)| {
+                    source.validate(&format!("sources[{i}]"), &mut names, &mut p)
+                })
                 .collect()
         },
         ingest: raw.ingest.validate(&mut p),
@@ -498,10 +502,10 @@ impl RawSource {
         at: &str,
         names: &mut BTreeMap<String, String>,
         p: &mut Problems,
-    ) -> SourceConfig {
+    ) -> Option<SourceConfig> {
         let name = p.name(at, self.name.as_deref(), names);
         let scheme_name = p.keyword::<SchemeName>(&format!("{at}.scheme"), &self.scheme);
-        let scheme = scheme_name.map_or(SchemeConfig::StandardWebhooks, |scheme_name| {
+        let scheme = scheme_name.map_or(Scheme::StandardWebhooks, |scheme_name| {
             self.scheme(at, scheme_name, p)
         });
         let texts: Vec<(String, &str)> = match (&self.secret, &self.secrets) {
@@ -530,16 +534,16 @@ impl RawSource {
                     .collect()
             }
         };
-        let secrets = texts
+        let keys: Vec<Vec<u8>> = texts
             .into_iter()
             .map(|(key, text)| {
                 if scheme_name == Some(SchemeName::StandardWebhooks) {
-                    p.whsec(&key, text)
+                    p.whsec(&key, text).0
                 } else {
                     if text.is_empty() {
                         p.push(key, "must not be empty");
                     }
-                    Secret::from(text)
+                    text.as_bytes().to_vec()
                 }
             })
             .collect();
@@ -559,23 +563,24 @@ impl RawSource {
                 Some((event_type.clone(), p.keyword(&key, reason)?))
             })
             .collect();
-        SourceConfig {
+        // Refused only for a missing or empty key, which is reported above; a source that
+        // has none is left out, and the problem discards the whole config.
+        let rule = SourceRule::from_keys(scheme, keys, tolerance.as_secs()).ok()?;
+        Some(SourceConfig {
             name,
-            scheme,
-            secrets,
-            tolerance,
+            rule,
             rate_limit_per_sec,
             suppress_on,
-        }
+        })
     }
 
-    fn scheme(&self, at: &str, name: SchemeName, p: &mut Problems) -> SchemeConfig {
+    fn scheme(&self, at: &str, name: SchemeName, p: &mut Problems) -> Scheme {
         let scheme = match name {
-            SchemeName::StandardWebhooks => SchemeConfig::StandardWebhooks,
-            SchemeName::Stripe => SchemeConfig::Stripe,
-            SchemeName::Github => SchemeConfig::Github,
-            SchemeName::Shopify => SchemeConfig::Shopify,
-            SchemeName::Slack => SchemeConfig::Slack,
+            SchemeName::StandardWebhooks => Scheme::StandardWebhooks,
+            SchemeName::Stripe => Scheme::Stripe,
+            SchemeName::Github => Scheme::Github,
+            SchemeName::Shopify => Scheme::Shopify,
+            SchemeName::Slack => Scheme::Slack,
             SchemeName::HmacSha256 => return self.hmac_sha256(at, p),
         };
         let hmac_keys = [
@@ -594,7 +599,7 @@ impl RawSource {
         scheme
     }
 
-    fn hmac_sha256(&self, at: &str, p: &mut Problems) -> SchemeConfig {
+    fn hmac_sha256(&self, at: &str, p: &mut Problems) -> Scheme {
         let mut required_header = |field: &str, value: Option<&str>| {
             let key = format!("{at}.{field}");
             if let Some(name) = value {
@@ -609,22 +614,25 @@ impl RawSource {
             required_header("signature_header", self.signature_header.as_deref());
         let timestamp_header = (self.timestamp_header.as_deref())
             .map(|name| p.header_name(&format!("{at}.timestamp_header"), name));
-        let encoding = (self.encoding.as_deref())
+        let encoding = match (self.encoding.as_deref())
             .and_then(|encoding| p.keyword(&format!("{at}.encoding"), encoding))
-            .unwrap_or(Encoding::Hex);
+        {
+            Some(EncodingName::Base64) => Encoding::Base64,
+            Some(EncodingName::Hex) | None => Encoding::Hex,
+        };
         if self.prefix.as_deref() == Some("") {
             p.push(
                 format!("{at}.prefix"),
                 "must not be empty; omit it for no prefix",
             );
         }
-        SchemeConfig::HmacSha256 {
+        Scheme::HmacSha256(HmacHeaders {
             id_header,
             timestamp_header,
             signature_header,
             encoding,
             prefix: self.prefix.clone(),
-        }
+        })
     }
 }
 
@@ -646,27 +654,11 @@ impl RawIngest {
     }
 }
 
-pub(super) fn default_budgets() -> Vec<Budget> {
-    vec![
-        Budget {
-            metric: Metric::Lcp,
-            p75_max: 2500.0,
-        },
-        Budget {
-            metric: Metric::Inp,
-            p75_max: 200.0,
-        },
-        Budget {
-            metric: Metric::Cls,
-            p75_max: 0.1,
-        },
-    ]
-}
-
 fn validate_budgets(raw: Option<&[RawBudget]>, p: &mut Problems) -> Vec<Budget> {
     let Some(raw) = raw else {
         return default_budgets();
     };
+    // Keyed by the budget's metric as the perf monitor shows it.
     let mut seen = BTreeMap::new();
     let mut budgets = Vec::new();
     for (i, budget) in raw.iter().enumerate() {
@@ -677,8 +669,8 @@ fn validate_budgets(raw: Option<&[RawBudget]>, p: &mut Problems) -> Vec<Budget> 
                 None
             }
             Some(text) => text
-                .parse::<Metric>()
-                .map_err(|err| p.push(format!("{at}.metric"), format!("{err}, got `{text}`")))
+                .parse::<BudgetTarget>()
+                .map_err(|err| p.push(format!("{at}.metric"), err.to_string()))
                 .ok(),
         };
         let p75_max = match budget.p75_max {
@@ -696,16 +688,17 @@ fn validate_budgets(raw: Option<&[RawBudget]>, p: &mut Problems) -> Vec<Budget> 
                 max
             }
         };
-        let Some(metric) = metric else { continue };
+        let Some(target) = metric else { continue };
+        let metric = target.to_string();
         if let Some(first) = seen.get(&metric) {
             p.push(
                 format!("{at}.metric"),
                 format!("duplicate metric `{metric}`, already in {first}"),
             );
         } else {
-            seen.insert(metric.clone(), at);
+            seen.insert(metric, at);
         }
-        budgets.push(Budget { metric, p75_max });
+        budgets.push(Budget { target, p75_max });
     }
     budgets
 }

@@ -292,6 +292,15 @@ impl SourceRule {
         &self.scheme
     }
 
+    /// The decoded keys, in configured order.
+    pub fn keys(&self) -> &[Vec<u8>] {
+        &self.keys
+    }
+
+    pub fn tolerance_secs(&self) -> u64 {
+        self.tolerance_secs
+    }
+
     /// Verify one request. `now_unix` is the current Unix time in seconds.
     pub fn verify(
         &self,
