@@ -181,3 +181,27 @@ async fn bad_parameters_and_unknown_ids() {
     assert_eq!(status, 200, "an over-large limit is capped, not refused");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_bearer_scheme_matches_in_any_case() {
+    let server = Server::start("").await;
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let resp = server
+            .http
+            .get(server.api_url("/v1/messages"))
+            .header("authorization", format!("{scheme} {ADMIN_TOKEN}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{scheme}");
+    }
+    let resp = server
+        .http
+        .get(server.api_url("/v1/messages"))
+        .header("authorization", format!("Basic {ADMIN_TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    server.stop().await;
+}

@@ -340,3 +340,127 @@ async fn accepted_webhooks_survive_a_graceful_restart() {
     assert_eq!(status, 200);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn svix_headers_signed_by_the_reference_implementation_are_accepted() {
+    let server = Server::start("").await;
+    // Signed by the Standard Webhooks reference library, not by herald's own code.
+    let signer = standardwebhooks::Webhook::new(common::STD_SECRET).unwrap();
+    let body = body("evt_svix_1");
+    let ts = now();
+    let signature = signer.sign("msg_svix_1", ts, &body).unwrap();
+    let headers = [
+        ("svix-id".to_owned(), "msg_svix_1".to_owned()),
+        ("svix-timestamp".to_owned(), ts.to_string()),
+        ("svix-signature".to_owned(), signature.clone()),
+    ];
+    let (status, json) = server.post_webhook("std", &headers, &body).await;
+    assert_eq!(status, 202, "{json}");
+    // The same webhook under the webhook-* names is the same message: a duplicate.
+    let renamed: Vec<_> = headers
+        .iter()
+        .map(|(k, v)| (k.replacen("svix-", "webhook-", 1), v.clone()))
+        .collect();
+    let (status, again) = server.post_webhook("std", &renamed, &body).await;
+    assert_eq!((status, &again["id"]), (200, &json["id"]), "{again}");
+
+    // A wrong key still fails under the svix names.
+    let other = standardwebhooks::Webhook::new("whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAA").unwrap();
+    let forged = [
+        ("svix-id".to_owned(), "msg_svix_2".to_owned()),
+        ("svix-timestamp".to_owned(), ts.to_string()),
+        (
+            "svix-signature".to_owned(),
+            other.sign("msg_svix_2", ts, &body).unwrap(),
+        ),
+    ];
+    let (status, json) = server.post_webhook("std", &forged, &body).await;
+    assert_eq!(
+        (status, json["error"]["code"].as_str()),
+        (401, Some("invalid_signature"))
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn any_signature_on_any_header_line_may_match() {
+    let server = Server::start("").await;
+    let body = body("evt_lines");
+    let mut headers = std_headers("evt_lines", now(), &body);
+    let at = headers
+        .iter()
+        .position(|(k, _)| k == "webhook-signature")
+        .unwrap();
+    let (name, genuine) = headers.remove(at);
+    // A rotated-out key's signature on the first line, the valid one on a second line.
+    headers.push((name.clone(), "v1,bm90IHRoZSByaWdodCBvbmU=".to_owned()));
+    headers.push((name, genuine));
+    let (status, json) = server.post_webhook("std", &headers, &body).await;
+    assert_eq!(status, 202, "{json}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_headers_are_invalid_headers_naming_them() {
+    let server = Server::start("").await;
+    let body = body("evt_malformed");
+    let genuine = std_headers("evt_malformed", now(), &body);
+    for (header, value) in [
+        ("webhook-timestamp", "yesterday"),
+        ("webhook-timestamp", "1.7e9"),
+        ("webhook-id", "two words"),
+    ] {
+        let headers: Vec<_> = genuine
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    if k == header {
+                        value.to_owned()
+                    } else {
+                        v.clone()
+                    },
+                )
+            })
+            .collect();
+        let (status, json) = server.post_webhook("std", &headers, &body).await;
+        assert_eq!(status, 400, "{header}={value}: {json}");
+        assert_eq!(json["error"]["code"], "invalid_header", "{json}");
+        assert!(
+            json["error"]["message"].as_str().unwrap().contains(header),
+            "{json}"
+        );
+    }
+
+    // An id that is not ASCII at all (reqwest sends the raw bytes).
+    let mut req = server
+        .http
+        .post(server.ingest_url("/webhooks/github"))
+        .body(body.clone());
+    for (k, v) in signed("github", "evt_malformed", now(), &body) {
+        if k.eq_ignore_ascii_case("x-github-delivery") {
+            continue;
+        }
+        req = req.header(k, v);
+    }
+    let resp = req
+        .header(
+            "x-github-delivery",
+            reqwest::header::HeaderValue::from_bytes("délivré".as_bytes()).unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let json: Value = resp.json().await.unwrap();
+    assert_eq!(json["error"]["code"], "invalid_header", "{json}");
+    assert!(
+        json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("x-github-delivery"),
+        "{json}"
+    );
+    server.stop().await;
+}
