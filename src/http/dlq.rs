@@ -3,7 +3,6 @@
 //! A DLQ entry's id is `{message id}.{destination}`. Retrying re-queues the delivery with a
 //! fresh round of `max_attempts`; its earlier attempts stay in its history.
 
-use herald_actors::unix_ms;
 use herald_storage::{DeadCursor, DeadFilter, DeadLetter, DeliveryKey};
 use http::{HeaderMap, StatusCode};
 use hyper::body::Incoming;
@@ -16,6 +15,7 @@ use super::json_body;
 use super::messages::render_attempts;
 use super::query::{Pagination, Query};
 use super::response::{ApiError, Resp, empty, json, rfc3339};
+use super::time::parse_time;
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -137,10 +137,4 @@ fn parse_cursor(raw: &str) -> Result<DeadCursor, ApiError> {
     let (at, rest) = raw.split_once('.').ok_or_else(bad)?;
     let key: DeliveryKey = rest.parse().map_err(|()| bad())?;
     Ok((at.parse().map_err(|_| bad())?, key.message, key.destination))
-}
-
-pub fn parse_time(field: &str, raw: &str) -> Result<u64, ApiError> {
-    humantime::parse_rfc3339_weak(raw)
-        .map(unix_ms)
-        .map_err(|e| ApiError::invalid(field, format_args!("expected an RFC 3339 time: {e}")))
 }

@@ -19,6 +19,7 @@ pub mod response;
 pub mod routes;
 pub mod server;
 mod subjects;
+mod time;
 mod vitals;
 
 use std::sync::Arc;
@@ -32,10 +33,10 @@ pub use auth::Tokens;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing {
-    pub use super::dlq::parse_time;
     pub use super::json_body::parse_request_bodies;
     pub use super::query::{MAX_LIMIT, Pagination, Query, segment};
     pub use super::response::rfc3339;
+    pub use super::time::parse_time;
 
     /// What a loaded config becomes for the actors, as at startup (it cannot fail).
     pub fn settings(config: &crate::config::Config) -> herald_actors::Settings {

@@ -18,10 +18,10 @@ use serde_json::{Value, json};
 
 use super::App;
 use super::auth::Caller;
-use super::dlq::parse_time;
 use super::json_body;
 use super::query::{Pagination, Query};
 use super::response::{ApiError, Resp, empty, json, rfc3339};
+use super::time::parse_time;
 use crate::config::{Channel, Reason};
 
 /// The most items one bulk request may carry.
