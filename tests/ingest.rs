@@ -464,3 +464,103 @@ async fn malformed_headers_are_invalid_headers_naming_them() {
     );
     server.stop().await;
 }
+
+/// Whether a browser's CORS check passes for a credentialed request from `origin` (Fetch
+/// standard, "CORS check": with credentials included the allowed origin must be the origin
+/// itself, not `*`, and credentials must be allowed explicitly).
+fn credentialed_cors_passes(resp: &reqwest::Response, origin: &str) -> bool {
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    header("access-control-allow-origin") == origin
+        && header("access-control-allow-credentials") == "true"
+        && header("vary")
+            .split(',')
+            .any(|v| v.trim().eq_ignore_ascii_case("origin"))
+}
+
+#[tokio::test]
+async fn a_credentialed_json_beacon_from_another_origin_passes_cors() {
+    let server = Server::start("").await;
+    let origin = "https://shop.example";
+    // The preflight exactly as Chromium sends it for
+    // `navigator.sendBeacon(url, new Blob([json], {type: "application/json"}))`.
+    let preflight = server
+        .http
+        .request(reqwest::Method::OPTIONS, server.ingest_url("/vitals"))
+        .header("accept", "*/*")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type")
+        .header("origin", origin)
+        .header("sec-fetch-mode", "cors")
+        .header("sec-fetch-site", "cross-site")
+        .header("sec-fetch-dest", "empty")
+        .header("referer", "https://shop.example/checkout")
+        .header(
+            "user-agent",
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36",
+        )
+        .header("accept-language", "en-US,en;q=0.9")
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    assert!(
+        credentialed_cors_passes(&preflight, origin),
+        "{:?}",
+        preflight.headers()
+    );
+    let listed = |name: &str| {
+        preflight.headers()[name]
+            .to_str()
+            .unwrap()
+            .split(',')
+            .map(|v| v.trim().to_ascii_lowercase())
+            .collect::<Vec<_>>()
+    };
+    // With credentials, `*` is not a wildcard: the method and header must be named.
+    assert!(listed("access-control-allow-methods").contains(&"post".to_owned()));
+    assert!(listed("access-control-allow-headers").contains(&"content-type".to_owned()));
+
+    // The beacon that follows: credentials (a cookie of the page's site) and a JSON body.
+    let beacon = serde_json::json!({"name": "LCP", "value": 1234.5, "id": "v4-cors-1", "rating": "good", "navigationType": "navigate", "page": "/checkout"});
+    let resp = server
+        .http
+        .post(server.ingest_url("/vitals"))
+        .header("content-type", "application/json")
+        .header("origin", origin)
+        .header("cookie", "session=abc123")
+        .header("sec-fetch-mode", "cors")
+        .header("sec-fetch-site", "cross-site")
+        .body(beacon.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 204);
+    assert!(
+        credentialed_cors_passes(&resp, origin),
+        "{:?}",
+        resp.headers()
+    );
+
+    // Not from a browser page: no origin to echo.
+    let resp = server
+        .http
+        .post(server.ingest_url("/vitals"))
+        .body(beacon.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 204);
+    assert_eq!(resp.headers()["access-control-allow-origin"], "*");
+    assert!(
+        resp.headers()
+            .get("access-control-allow-credentials")
+            .is_none()
+    );
+    server.stop().await;
+}
