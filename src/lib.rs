@@ -79,6 +79,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         })),
         ..herald_storage::Options::default()
     };
+    // Until the PostgreSQL backend lands, refuse it rather than quietly open the redb file.
+    if let config::StorageBackend::Postgres { .. } = config.storage.backend {
+        anyhow::bail!("storage.backend: \"postgres\" is not available in this build yet");
+    }
     let path = config.storage.path.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(&path, options))
         .await

@@ -10,6 +10,8 @@
 //! Hand-written rather than a date crate: `humantime`, already a dependency, knows only `Z`, and
 //! this grammar is small enough to check completely in the tests below.
 
+use herald_actors::dispatcher::retry::days_from_civil;
+
 use super::response::ApiError;
 
 /// `raw` as Unix milliseconds (UTC); a 400 `invalid_request` naming `field` otherwise.
@@ -113,17 +115,6 @@ fn days_in_month(year: i64, month: i64) -> i64 {
         4 | 6 | 9 | 11 => 30,
         _ => 31,
     }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let month_from_march = (month + 9) % 12;
-    let day_of_year = (153 * month_from_march + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
 }
 
 #[cfg(test)]
