@@ -6,6 +6,7 @@
 //! Handlers translate between HTTP and [`herald_actors::Herald`]; no business rule lives here.
 
 mod api;
+mod audit;
 pub mod auth;
 mod body;
 mod destinations;
@@ -14,12 +15,13 @@ mod ingest;
 mod json_body;
 mod messages;
 mod monitoring;
+mod preferences;
 mod query;
 pub mod response;
 pub mod routes;
 pub mod server;
 mod subjects;
-mod time;
+mod suppressions;
 mod vitals;
 
 use std::sync::Arc;
@@ -33,10 +35,10 @@ pub use auth::Tokens;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing {
+    pub use super::dlq::parse_time;
     pub use super::json_body::parse_request_bodies;
     pub use super::query::{MAX_LIMIT, Pagination, Query, segment};
     pub use super::response::rfc3339;
-    pub use super::time::parse_time;
 
     /// What a loaded config becomes for the actors, as at startup (it cannot fail).
     pub fn settings(config: &crate::config::Config) -> herald_actors::Settings {

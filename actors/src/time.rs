@@ -1,34 +1,29 @@
-//! Times the API takes: RFC 3339 with any offset, kept as Unix milliseconds in UTC.
+//! RFC 3339 times as the API takes them: any offset, kept as Unix milliseconds in UTC.
 //!
-//! Every handler that reads a time from a request (`since`, `expires_at`, …) parses it here,
-//! so they all accept the same spellings; responses render UTC (`…Z`,
-//! [`super::response::rfc3339`]). Accepted: `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)`, the `T`
-//! and `Z` in either case (RFC 3339 §5.6), a leap second `:60` read as `:59.999`. Fractions
-//! beyond milliseconds are truncated. Times before 1970 are refused: nothing herald stores
-//! predates it.
+//! The one parser of a time from a request (`since`, `expires_at`, …), so every operation
+//! accepts the same spellings; responses render UTC (`…Z`). Accepted:
+//! `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)`, the `T` (or a space) and `Z` in either case
+//! (RFC 3339 §5.6), a leap second `:60` read as `:59.999`. Fractions beyond milliseconds are
+//! truncated. Times before 1970 are refused: nothing herald stores predates them.
 //!
-//! Hand-written rather than a date crate: `humantime`, already a dependency, knows only `Z`, and
-//! this grammar is small enough to check completely in the tests below.
+//! Hand-written rather than a date crate: `humantime` knows only `Z`, and this grammar is
+//! small enough to check completely in the tests below.
 
-use herald_actors::dispatcher::retry::days_from_civil;
+use crate::dispatcher::retry::days_from_civil;
 
-use super::response::ApiError;
-
-/// `raw` as Unix milliseconds (UTC); a 400 `invalid_request` naming `field` otherwise.
-pub fn parse_time(field: &str, raw: &str) -> Result<u64, ApiError> {
-    parse_rfc3339(raw).map_err(|why| {
-        ApiError::invalid(
-            field,
-            format_args!(
-                "expected an RFC 3339 time such as 2026-12-01T09:30:00Z or \
-                 2026-12-01T10:30:00+01:00: {why}"
-            ),
+/// Milliseconds since the Unix epoch (UTC) of an RFC 3339 time such as `2026-12-01T10:00:00Z`,
+/// `2026-12-01T11:00:00.250+01:00` or `2026-12-01 10:00:00-05:30`; the error says what is
+/// wrong. Surrounding whitespace is ignored.
+pub fn parse_rfc3339(raw: &str) -> Result<u64, String> {
+    parse(raw.trim()).map_err(|why| {
+        format!(
+            "expected an RFC 3339 time such as 2026-12-01T10:00:00Z or \
+             2026-12-01T11:00:00+01:00: {why}"
         )
     })
 }
 
-/// The pure parser behind [`parse_time`]; the error says what is wrong.
-fn parse_rfc3339(raw: &str) -> Result<u64, &'static str> {
+fn parse(raw: &str) -> Result<u64, &'static str> {
     let b = raw.as_bytes();
     let number = |at: usize, len: usize| -> Result<i64, &'static str> {
         let digits = b.get(at..at + len).ok_or("too short")?;
@@ -120,12 +115,17 @@ fn days_in_month(year: i64, month: i64) -> i64 {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::super::response::rfc3339;
     use super::*;
+
+    /// As the API renders a time.
+    fn rfc3339(ms: u64) -> String {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+        humantime::format_rfc3339_millis(t).to_string()
+    }
 
     #[test]
     fn any_offset_is_the_same_instant_in_utc() {
-        let utc = parse_rfc3339("2026-12-01T09:30:00Z").unwrap();
+        let utc = parse("2026-12-01T09:30:00Z").unwrap();
         for same in [
             "2026-12-01T10:30:00+01:00",
             "2026-12-01T04:00:00-05:30",
@@ -136,29 +136,20 @@ mod tests {
             "2026-12-01T09:30:00-00:00",
             "2026-12-02T00:29:00+14:59",
         ] {
-            assert_eq!(parse_rfc3339(same), Ok(utc), "{same}");
+            assert_eq!(parse(same), Ok(utc), "{same}");
         }
         assert_eq!(rfc3339(utc), "2026-12-01T09:30:00.000Z");
     }
 
     #[test]
     fn known_instants() {
-        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Ok(0));
-        assert_eq!(
-            parse_rfc3339("2023-11-14T22:13:20.123Z"),
-            Ok(1_700_000_000_123)
-        );
-        assert_eq!(
-            parse_rfc3339("2023-11-14T22:13:20.5Z"),
-            Ok(1_700_000_000_500)
-        );
-        assert_eq!(parse_rfc3339("2024-02-29T00:00:00Z"), Ok(1_709_164_800_000));
-        assert_eq!(
-            parse_rfc3339("9999-12-31T23:59:59.999Z"),
-            Ok(253_402_300_799_999)
-        );
+        assert_eq!(parse("1970-01-01T00:00:00Z"), Ok(0));
+        assert_eq!(parse("2023-11-14T22:13:20.123Z"), Ok(1_700_000_000_123));
+        assert_eq!(parse("2023-11-14T22:13:20.5Z"), Ok(1_700_000_000_500));
+        assert_eq!(parse("2024-02-29T00:00:00Z"), Ok(1_709_164_800_000));
+        assert_eq!(parse("9999-12-31T23:59:59.999Z"), Ok(253_402_300_799_999));
         // A leap second is the last millisecond of its minute.
-        assert_eq!(parse_rfc3339("2016-12-31T23:59:60Z"), Ok(1_483_228_799_999));
+        assert_eq!(parse("2016-12-31T23:59:60Z"), Ok(1_483_228_799_999));
         // Every millisecond rendered reads back as itself.
         for ms in [
             0,
@@ -168,7 +159,7 @@ mod tests {
             951_782_400_000,
             253_402_300_799_999,
         ] {
-            assert_eq!(parse_rfc3339(&rfc3339(ms)), Ok(ms), "{ms}");
+            assert_eq!(parse(&rfc3339(ms)), Ok(ms), "{ms}");
         }
     }
 
@@ -199,10 +190,17 @@ mod tests {
             "1970-01-01T00:30:00+01:00",
             "yesterday",
         ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+        let err = parse_rfc3339("yesterday").unwrap_err();
+        assert!(err.contains("RFC 3339"), "{err}");
+        // As the API has always taken them: surrounding spaces, and these spellings.
+        assert_eq!(
+            parse_rfc3339(" 2026-12-01T10:00:00Z ").ok(),
+            parse("2026-12-01T10:00:00Z").ok()
+        );
+        for bad in ["2026-12-01T10:00:00+1:00x", "2026-12-01T10:00:00+24:00"] {
             assert!(parse_rfc3339(bad).is_err(), "{bad}");
         }
-        let err = parse_time("since", "yesterday").unwrap_err();
-        assert_eq!(err.code, "invalid_request");
-        assert!(err.message.contains("since"), "{}", err.message);
     }
 }
