@@ -17,14 +17,14 @@ use anyhow::Context as _;
 use herald_actors::dispatcher::DeliverySettings;
 use herald_actors::dispatcher::breaker::BreakerPolicy;
 use herald_actors::dispatcher::retry::Backoff;
-use herald_actors::verifier::schemes::{Encoding, HmacHeaders, Scheme, SourceRule, encode_whsec};
+use herald_actors::verifier::schemes::encode_whsec;
 use herald_actors::{Herald, Route, Settings, SourceSettings};
 use herald_storage::{DestinationRecord, Store};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use config::{Config, SchemeConfig, SourceFilter};
+use config::{Config, SourceFilter};
 use http::server::{self, Limits};
 
 /// How long a client may take to send a body once its headers are in.
@@ -79,12 +79,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         })),
         ..herald_storage::Options::default()
     };
+    // Until the PostgreSQL backend lands, refuse it rather than quietly open the redb file.
+    if let config::StorageBackend::Postgres { .. } = config.storage.backend {
+        anyhow::bail!("storage.backend: \"postgres\" is not available in this build yet");
+    }
     let path = config.storage.path.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(&path, options))
         .await
         .context("opening storage")?
         .with_context(|| format!("opening storage at {}", config.storage.path.display()))?;
-    let herald = Herald::start(settings(&config)?, store.clone(), metrics, perf).await?;
+    let herald = Herald::start(settings(&config), store.clone(), metrics, perf).await?;
 
     let ingest = TcpListener::bind(config.server.ingest_listen)
         .await
@@ -187,28 +191,23 @@ async fn serve_until_stopped(
     Ok(())
 }
 
-/// The actors' view of the configuration.
-fn settings(config: &Config) -> anyhow::Result<Settings> {
+/// The actors' view of the configuration. Validation already produced the actors' types,
+/// so this cannot fail.
+fn settings(config: &Config) -> Settings {
     let sources = config
         .sources
         .iter()
-        .map(|s| {
-            // The config holds keys already decoded for the source's scheme.
-            let keys = s.secrets.iter().map(|k| k.expose().to_vec()).collect();
-            let rule = SourceRule::from_keys(scheme(&s.scheme), keys, s.tolerance.as_secs())
-                .with_context(|| format!("sources.{}: secret", s.name))?;
-            Ok(SourceSettings {
-                name: s.name.clone(),
-                rule,
-                rate_limit_per_sec: s.rate_limit_per_sec,
-                suppress_on: s
-                    .suppress_on
-                    .iter()
-                    .map(|(event_type, reason)| (event_type.clone(), reason.as_str().to_owned()))
-                    .collect(),
-            })
+        .map(|s| SourceSettings {
+            name: s.name.clone(),
+            rule: s.rule.clone(),
+            rate_limit_per_sec: s.rate_limit_per_sec,
+            suppress_on: s
+                .suppress_on
+                .iter()
+                .map(|(event_type, reason)| (event_type.clone(), reason.as_str().to_owned()))
+                .collect(),
         })
-        .collect::<anyhow::Result<_>>()?;
+        .collect();
     let routes = config
         .destinations
         .iter()
@@ -240,25 +239,12 @@ fn settings(config: &Config) -> anyhow::Result<Settings> {
             .map(|d| (d.name.clone(), destination_record(d)))
             .collect(),
     };
-    let budgets = config
-        .budgets
-        .iter()
-        .map(|b| {
-            // Route templates are recorded as `/v1/messages/:id`; accept `{id}` in the config too.
-            let metric = b.metric.to_string().replace('{', ":").replace('}', "");
-            herald_actors::perf::budgets::Budget::parse(&metric, b.p75_max)
-                .map_err(|e| anyhow::anyhow!("budgets: {e:?}"))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    Ok(Settings {
+    Settings {
         sources,
         routes,
         delivery,
-        budgets: if budgets.is_empty() {
-            herald_actors::perf::budgets::default_budgets()
-        } else {
-            budgets
-        },
+        // As configured: `budgets = []` means none.
+        budgets: config.budgets.clone(),
         alerts_destination: config.alerts.destination.clone(),
         cache: herald_actors::cache::CacheSettings {
             capacity: CACHE_CAPACITY,
@@ -271,7 +257,7 @@ fn settings(config: &Config) -> anyhow::Result<Settings> {
         dedupe_window: config.ingest.dedupe_window,
         verifier_workers: std::thread::available_parallelism().map_or(2, usize::from),
         request_timeout: REQUEST_TIMEOUT,
-    })
+    }
 }
 
 /// A config destination as stored, before any run-time state.
@@ -294,31 +280,5 @@ fn destination_record(d: &config::DestinationConfig) -> DestinationRecord {
         updated_at_ms: now,
         from_config: true,
         circuit: herald_storage::CircuitRecord::default(),
-    }
-}
-
-fn scheme(config: &SchemeConfig) -> Scheme {
-    match config {
-        SchemeConfig::StandardWebhooks => Scheme::StandardWebhooks,
-        SchemeConfig::Stripe => Scheme::Stripe,
-        SchemeConfig::Github => Scheme::Github,
-        SchemeConfig::Shopify => Scheme::Shopify,
-        SchemeConfig::Slack => Scheme::Slack,
-        SchemeConfig::HmacSha256 {
-            id_header,
-            timestamp_header,
-            signature_header,
-            encoding,
-            prefix,
-        } => Scheme::HmacSha256(HmacHeaders {
-            id_header: id_header.clone(),
-            timestamp_header: timestamp_header.clone(),
-            signature_header: signature_header.clone(),
-            encoding: match encoding {
-                config::Encoding::Hex => Encoding::Hex,
-                config::Encoding::Base64 => Encoding::Base64,
-            },
-            prefix: prefix.clone(),
-        }),
     }
 }

@@ -181,3 +181,83 @@ async fn bad_parameters_and_unknown_ids() {
     assert_eq!(status, 200, "an over-large limit is capped, not refused");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_bearer_scheme_matches_in_any_case() {
+    let server = Server::start("").await;
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let resp = server
+            .http
+            .get(server.api_url("/v1/messages"))
+            .header("authorization", format!("{scheme} {ADMIN_TOKEN}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{scheme}");
+    }
+    let resp = server
+        .http
+        .get(server.api_url("/v1/messages"))
+        .header("authorization", format!("Basic {ADMIN_TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn times_with_any_offset_are_accepted_and_shown_in_utc() {
+    let server = Server::start("").await;
+    let (status, created) = server
+        .api_send(
+            reqwest::Method::POST,
+            "/v1/suppressions",
+            Some(serde_json::json!({
+                "recipient": "offset@example.com",
+                "channel": "email",
+                "reason": "user_request",
+                "expires_at": "2099-01-01T06:30:00+05:30",
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(
+        created["expires_at"], "2099-01-01T01:00:00.000Z",
+        "{created}"
+    );
+
+    for since in ["2026-12-01T10:30:00+01:00", "2026-12-01T04:00:00.5-05:30"] {
+        let (status, json) = server
+            .api_get(
+                &format!("/v1/dlq?since={}", since.replace('+', "%2B")),
+                ADMIN_TOKEN,
+            )
+            .await;
+        assert_eq!(status, 200, "{since}: {json}");
+        let (status, json) = server
+            .api_send(
+                reqwest::Method::POST,
+                "/v1/dlq/retry",
+                Some(serde_json::json!({"since": since})),
+            )
+            .await;
+        assert_eq!(status, 200, "{since}: {json}");
+    }
+    let (status, json) = server
+        .api_send(
+            reqwest::Method::POST,
+            "/v1/dlq/retry",
+            Some(serde_json::json!({"since": "2026-12-01T10:30:00+0100"})),
+        )
+        .await;
+    assert_eq!(
+        (status, json["error"]["code"].as_str()),
+        (400, Some("invalid_request"))
+    );
+    assert!(
+        json["error"]["message"].as_str().unwrap().contains("since"),
+        "{json}"
+    );
+    server.stop().await;
+}

@@ -340,3 +340,227 @@ async fn accepted_webhooks_survive_a_graceful_restart() {
     assert_eq!(status, 200);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn svix_headers_signed_by_the_reference_implementation_are_accepted() {
+    let server = Server::start("").await;
+    // Signed by the Standard Webhooks reference library, not by herald's own code.
+    let signer = standardwebhooks::Webhook::new(common::STD_SECRET).unwrap();
+    let body = body("evt_svix_1");
+    let ts = now();
+    let signature = signer.sign("msg_svix_1", ts, &body).unwrap();
+    let headers = [
+        ("svix-id".to_owned(), "msg_svix_1".to_owned()),
+        ("svix-timestamp".to_owned(), ts.to_string()),
+        ("svix-signature".to_owned(), signature.clone()),
+    ];
+    let (status, json) = server.post_webhook("std", &headers, &body).await;
+    assert_eq!(status, 202, "{json}");
+    // The same webhook under the webhook-* names is the same message: a duplicate.
+    let renamed: Vec<_> = headers
+        .iter()
+        .map(|(k, v)| (k.replacen("svix-", "webhook-", 1), v.clone()))
+        .collect();
+    let (status, again) = server.post_webhook("std", &renamed, &body).await;
+    assert_eq!((status, &again["id"]), (200, &json["id"]), "{again}");
+
+    // A wrong key still fails under the svix names.
+    let other = standardwebhooks::Webhook::new("whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAA").unwrap();
+    let forged = [
+        ("svix-id".to_owned(), "msg_svix_2".to_owned()),
+        ("svix-timestamp".to_owned(), ts.to_string()),
+        (
+            "svix-signature".to_owned(),
+            other.sign("msg_svix_2", ts, &body).unwrap(),
+        ),
+    ];
+    let (status, json) = server.post_webhook("std", &forged, &body).await;
+    assert_eq!(
+        (status, json["error"]["code"].as_str()),
+        (401, Some("invalid_signature"))
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn any_signature_on_any_header_line_may_match() {
+    let server = Server::start("").await;
+    let body = body("evt_lines");
+    let mut headers = std_headers("evt_lines", now(), &body);
+    let at = headers
+        .iter()
+        .position(|(k, _)| k == "webhook-signature")
+        .unwrap();
+    let (name, genuine) = headers.remove(at);
+    // A rotated-out key's signature on the first line, the valid one on a second line.
+    headers.push((name.clone(), "v1,bm90IHRoZSByaWdodCBvbmU=".to_owned()));
+    headers.push((name, genuine));
+    let (status, json) = server.post_webhook("std", &headers, &body).await;
+    assert_eq!(status, 202, "{json}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_headers_are_invalid_headers_naming_them() {
+    let server = Server::start("").await;
+    let body = body("evt_malformed");
+    let genuine = std_headers("evt_malformed", now(), &body);
+    for (header, value) in [
+        ("webhook-timestamp", "yesterday"),
+        ("webhook-timestamp", "1.7e9"),
+        ("webhook-id", "two words"),
+    ] {
+        let headers: Vec<_> = genuine
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    if k == header {
+                        value.to_owned()
+                    } else {
+                        v.clone()
+                    },
+                )
+            })
+            .collect();
+        let (status, json) = server.post_webhook("std", &headers, &body).await;
+        assert_eq!(status, 400, "{header}={value}: {json}");
+        assert_eq!(json["error"]["code"], "invalid_header", "{json}");
+        assert!(
+            json["error"]["message"].as_str().unwrap().contains(header),
+            "{json}"
+        );
+    }
+
+    // An id that is not ASCII at all (reqwest sends the raw bytes).
+    let mut req = server
+        .http
+        .post(server.ingest_url("/webhooks/github"))
+        .body(body.clone());
+    for (k, v) in signed("github", "evt_malformed", now(), &body) {
+        if k.eq_ignore_ascii_case("x-github-delivery") {
+            continue;
+        }
+        req = req.header(k, v);
+    }
+    let resp = req
+        .header(
+            "x-github-delivery",
+            reqwest::header::HeaderValue::from_bytes("délivré".as_bytes()).unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let json: Value = resp.json().await.unwrap();
+    assert_eq!(json["error"]["code"], "invalid_header", "{json}");
+    assert!(
+        json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("x-github-delivery"),
+        "{json}"
+    );
+    server.stop().await;
+}
+
+/// Whether a browser's CORS check passes for a credentialed request from `origin` (Fetch
+/// standard, "CORS check": with credentials included the allowed origin must be the origin
+/// itself, not `*`, and credentials must be allowed explicitly).
+fn credentialed_cors_passes(resp: &reqwest::Response, origin: &str) -> bool {
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    header("access-control-allow-origin") == origin
+        && header("access-control-allow-credentials") == "true"
+        && header("vary")
+            .split(',')
+            .any(|v| v.trim().eq_ignore_ascii_case("origin"))
+}
+
+#[tokio::test]
+async fn a_credentialed_json_beacon_from_another_origin_passes_cors() {
+    let server = Server::start("").await;
+    let origin = "https://shop.example";
+    // The preflight exactly as Chromium sends it for
+    // `navigator.sendBeacon(url, new Blob([json], {type: "application/json"}))`.
+    let preflight = server
+        .http
+        .request(reqwest::Method::OPTIONS, server.ingest_url("/vitals"))
+        .header("accept", "*/*")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type")
+        .header("origin", origin)
+        .header("sec-fetch-mode", "cors")
+        .header("sec-fetch-site", "cross-site")
+        .header("sec-fetch-dest", "empty")
+        .header("referer", "https://shop.example/checkout")
+        .header(
+            "user-agent",
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36",
+        )
+        .header("accept-language", "en-US,en;q=0.9")
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    assert!(
+        credentialed_cors_passes(&preflight, origin),
+        "{:?}",
+        preflight.headers()
+    );
+    let listed = |name: &str| {
+        preflight.headers()[name]
+            .to_str()
+            .unwrap()
+            .split(',')
+            .map(|v| v.trim().to_ascii_lowercase())
+            .collect::<Vec<_>>()
+    };
+    // With credentials, `*` is not a wildcard: the method and header must be named.
+    assert!(listed("access-control-allow-methods").contains(&"post".to_owned()));
+    assert!(listed("access-control-allow-headers").contains(&"content-type".to_owned()));
+
+    // The beacon that follows: credentials (a cookie of the page's site) and a JSON body.
+    let beacon = serde_json::json!({"name": "LCP", "value": 1234.5, "id": "v4-cors-1", "rating": "good", "navigationType": "navigate", "page": "/checkout"});
+    let resp = server
+        .http
+        .post(server.ingest_url("/vitals"))
+        .header("content-type", "application/json")
+        .header("origin", origin)
+        .header("cookie", "session=abc123")
+        .header("sec-fetch-mode", "cors")
+        .header("sec-fetch-site", "cross-site")
+        .body(beacon.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 204);
+    assert!(
+        credentialed_cors_passes(&resp, origin),
+        "{:?}",
+        resp.headers()
+    );
+
+    // Not from a browser page: no origin to echo.
+    let resp = server
+        .http
+        .post(server.ingest_url("/vitals"))
+        .body(beacon.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 204);
+    assert_eq!(resp.headers()["access-control-allow-origin"], "*");
+    assert!(
+        resp.headers()
+            .get("access-control-allow-credentials")
+            .is_none()
+    );
+    server.stop().await;
+}

@@ -223,7 +223,10 @@ async fn vitals_budgets_and_their_alerts() {
         .await
         .unwrap();
     assert_eq!(preflight.status().as_u16(), 204);
-    assert_eq!(preflight.headers()["access-control-allow-origin"], "*");
+    assert_eq!(
+        preflight.headers()["access-control-allow-origin"],
+        "https://shop.example"
+    );
 
     // Six slow LCPs on /checkout: over the 2500 ms budget.
     let slow: Vec<_> = (0..6)
@@ -231,7 +234,10 @@ async fn vitals_budgets_and_their_alerts() {
         .collect();
     let resp = beacon(&server, serde_json::Value::Array(slow)).await;
     assert_eq!(resp.status().as_u16(), 204);
-    assert_eq!(resp.headers()["access-control-allow-origin"], "*");
+    assert_eq!(
+        resp.headers()["access-control-allow-origin"],
+        "https://shop.example"
+    );
     let resp = beacon(&server, serde_json::json!({"name": "LCP", "value": "fast"})).await;
     assert_eq!(resp.status().as_u16(), 400, "malformed beacons are refused");
 
@@ -399,5 +405,47 @@ async fn storage_reports_and_maintenance() {
             .iter()
             .all(|i| i["missing"] == 0 && i["extra"] == 0)
     );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_empty_budget_list_disables_budgets() {
+    // `budgets = []` is documented to disable budgets; it used to bring the defaults back.
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("budgets = []\n{}", common::config_text(&dir, ""));
+    let config = herald::config::load_from_str(&text, []).unwrap();
+    assert!(config.budgets.is_empty());
+    let running = herald::start(config).await.unwrap();
+    let http = reqwest::Client::new();
+    let beacon = serde_json::json!({"name": "LCP", "value": 9000, "id": "v4-1", "rating": "poor", "navigationType": "navigate", "page": "/"});
+    let resp = http
+        .post(format!("http://{}/vitals", running.ingest_addr))
+        .body(beacon.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 204);
+    let perf: serde_json::Value = http
+        .get(format!("http://{}/v1/perf", running.api_addr))
+        .bearer_auth(common::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(perf["budgets"], serde_json::json!([]), "{perf}");
+    running.shutdown().await.unwrap();
+
+    // Without the key, the three defaults apply.
+    let server = Server::start("").await;
+    let (_, perf) = server.api_get("/v1/perf", common::ADMIN_TOKEN).await;
+    let metrics: Vec<&str> = perf["budgets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["metric"].as_str().unwrap())
+        .collect();
+    assert_eq!(metrics, ["LCP", "INP", "CLS"], "{perf}");
     server.stop().await;
 }

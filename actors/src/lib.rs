@@ -241,6 +241,28 @@ impl Core {
         self.last_maintenance.load_full()
     }
 
+    /// Puts one destination's routing in effect now (`None`: it is gone), so that a message
+    /// accepted right after an admin change is routed by what the API answered. The dispatcher
+    /// republishes the same table once it has reloaded the destination.
+    pub(crate) fn set_route(&self, name: &str, record: Option<&herald_storage::DestinationRecord>) {
+        self.routes.rcu(|routes| {
+            let mut next: Vec<Route> = routes
+                .iter()
+                .filter(|r| r.destination != name)
+                .cloned()
+                .collect();
+            if let Some(record) = record {
+                next.push(Route {
+                    destination: name.to_owned(),
+                    sources: record.sources.clone(),
+                    event_types: record.event_types.clone(),
+                });
+                next.sort_by(|a, b| a.destination.cmp(&b.destination));
+            }
+            next
+        });
+    }
+
     /// Replaces the routing table; the dispatcher, which owns destinations, calls this.
     pub(crate) fn set_routes(&self, routes: Vec<Route>) {
         self.routes.store(Arc::new(routes));

@@ -1,7 +1,7 @@
 //! The config loader (`herald::config::load_from_str`) on arbitrary TOML text and an
 //! arbitrary list of `HERALD_*` overrides: never a panic, every error formats, and a config
-//! that loads also starts (becomes the actors' settings without an error), so validation
-//! catches everything startup would refuse.
+//! that loads also becomes the actors' settings (an infallible conversion now: validation
+//! produces the actors' types).
 #![no_main]
 
 use arbitrary::Arbitrary;
@@ -63,9 +63,9 @@ fuzz_target!(|input: Input<'_>| {
     });
     match herald::config::load_from_str(input.text, env) {
         Ok(config) => {
-            if let Err(e) = herald::http::fuzzing::settings(&config) {
-                panic!("a config that validated does not start: {e:#}");
-            }
+            // Infallible by type since validation produces the actors' own types; still
+            // run, so a panic in the conversion would be found.
+            let _settings = herald::http::fuzzing::settings(&config);
         }
         Err(errors) => {
             assert!(!errors.as_slice().is_empty());

@@ -74,11 +74,7 @@ impl Tokens {
         let presented = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
+            .and_then(bearer_token)
             .ok_or_else(unauthorized)?;
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         let mut found = None;
@@ -89,6 +85,14 @@ impl Tokens {
         }
         found.cloned().ok_or_else(unauthorized)
     }
+}
+
+/// The token of a `Bearer` credential. Auth schemes are case-insensitive (RFC 9110 §11.1), so
+/// `bearer` and `BEARER` are `Bearer` too; one or more spaces follow the scheme.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 #[cfg(test)]
@@ -125,6 +129,17 @@ mod tests {
         let admin = tokens
             .authenticate(&headers("Bearer admin-secret"))
             .unwrap();
+        for spelling in [
+            "BEARER admin-secret",
+            "bearer admin-secret",
+            "bEaReR  admin-secret",
+        ] {
+            assert_eq!(
+                tokens.authenticate(&headers(spelling)).unwrap().name,
+                "admin",
+                "{spelling}"
+            );
+        }
         assert!(
             admin.require(Scope::Publish).is_ok(),
             "admin implies every scope"
@@ -134,6 +149,8 @@ mod tests {
             "Basic admin-secret",
             "admin-secret",
             "Bearer ",
+            "Bearer",
+            "Bearerx admin-secret",
         ] {
             assert_eq!(
                 tokens.authenticate(&headers(bad)).unwrap_err().code,

@@ -41,8 +41,8 @@ pub mod fuzzing {
     pub use super::query::{MAX_LIMIT, Pagination, Query, segment};
     pub use super::response::rfc3339;
 
-    /// What a loaded config becomes for the actors, as at startup.
-    pub fn settings(config: &crate::config::Config) -> anyhow::Result<herald_actors::Settings> {
+    /// What a loaded config becomes for the actors, as at startup (it cannot fail).
+    pub fn settings(config: &crate::config::Config) -> herald_actors::Settings {
         crate::settings(config)
     }
 }

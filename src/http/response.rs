@@ -113,9 +113,9 @@ impl From<herald_actors::IngestError> for ApiError {
         use herald_actors::IngestError;
         use herald_actors::verifier::schemes::VerifyError;
         match e {
-            IngestError::Rejected(v @ VerifyError::MissingHeader(_)) => {
-                Self::new(StatusCode::BAD_REQUEST, v.code(), v.to_string())
-            }
+            IngestError::Rejected(
+                v @ (VerifyError::MissingHeader(_) | VerifyError::InvalidHeader { .. }),
+            ) => Self::new(StatusCode::BAD_REQUEST, v.code(), v.to_string()),
             IngestError::Rejected(v) => {
                 Self::new(StatusCode::UNAUTHORIZED, v.code(), v.to_string())
             }

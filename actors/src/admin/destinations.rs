@@ -162,7 +162,7 @@ impl Admin {
                 req.name
             )));
         }
-        self.destination_changed(&req.name);
+        self.destination_changed(&req.name, Some(&record));
         Ok(Created { record, secret })
     }
 
@@ -223,7 +223,7 @@ impl Admin {
             )
             .await?
             .ok_or_else(|| AdminError::not_found(format_args!("destination {name}")))?;
-        self.destination_changed(name);
+        self.destination_changed(name, Some(&updated));
         Ok(updated)
     }
 
@@ -246,7 +246,7 @@ impl Admin {
         if deleted.is_none() {
             return Err(AdminError::not_found(format_args!("destination {name}")));
         }
-        self.destination_changed(name);
+        self.destination_changed(name, None);
         Ok(())
     }
 
@@ -292,15 +292,17 @@ impl Admin {
             )
             .await?
             .ok_or_else(|| AdminError::not_found(format_args!("destination {name}")))?;
-        self.destination_changed(name);
+        self.destination_changed(name, Some(&updated));
         Ok(Rotated {
             secret,
             previous_valid_until_ms: updated.previous_secret.map(|(_, until)| until),
         })
     }
 
-    /// Drops the cached copy and has the dispatcher reload it (before the change is answered).
-    fn destination_changed(&self, name: &str) {
+    /// Puts the change in effect before it is answered: the new routing at once, the cached
+    /// copy dropped, and the dispatcher told to reload it.
+    fn destination_changed(&self, name: &str, record: Option<&DestinationRecord>) {
+        self.core.set_route(name, record);
         self.core.invalidate(&cache_keys::destination(name));
         let _ = self
             .children

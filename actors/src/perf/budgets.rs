@@ -3,8 +3,11 @@
 //! # Design
 //!
 //! A budget names a vital (`"LCP"`, `"INP"`, `"CLS"`, `"FCP"`, `"TTFB"`) or a route
-//! (`"route:POST /webhooks/{source}"`, the method and the matched template) and a `p75_max`:
-//! milliseconds for timings and routes, unitless for CLS. Without configured budgets the
+//! (`"route:POST /webhooks/:source"`, the method and the matched template) and a `p75_max`:
+//! milliseconds for timings and routes, unitless for CLS. A template's placeholders may be
+//! written `{source}` too: they are kept as `:source`, the form the edge records latencies
+//! under. [`BudgetTarget`]'s `FromStr` is the one parser of a budget's metric (the config loader
+//! uses it), so a budget that loads is one the monitor applies. Without configured budgets the
 //! "good" thresholds of Core Web Vitals apply ([`default_budgets`]: LCP 2500 ms, INP 200 ms,
 //! CLS 0.1).
 //!
@@ -37,7 +40,8 @@ use super::window::VitalsWindow;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum BudgetTarget {
     Vital(Metric),
-    /// `method` is upper case; `path` is a route template starting with `/`.
+    /// `method` is upper case; `path` is a route template starting with `/`, placeholders
+    /// written `:name`.
     Route {
         method: String,
         path: String,
@@ -70,7 +74,10 @@ pub enum BudgetError {
         "unknown budget metric {0:?} (expected LCP, INP, CLS, FCP, TTFB or \"route:<METHOD> <path>\")"
     )]
     UnknownMetric(String),
-    #[error("budget route {0:?} must be \"route:<METHOD> </path template>\"")]
+    #[error(
+        "budget route {0:?} must be \"route:<METHOD> </path template>\" \
+         (e.g. \"route:GET /v1/messages/{{id}}\"), the method in upper case"
+    )]
     BadRoute(String),
     #[error("p75_max must be a finite number > 0")]
     BadMax,
@@ -88,15 +95,16 @@ impl FromStr for BudgetTarget {
         };
         let bad = || BudgetError::BadRoute(s.to_owned());
         let (method, path) = route.split_once(' ').ok_or_else(bad)?;
-        if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
+        // Methods are case-sensitive (RFC 9110 §9.1): `get` is not `GET`.
+        if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
             return Err(bad());
         }
         if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(bad());
         }
         Ok(BudgetTarget::Route {
-            method: method.to_ascii_uppercase(),
-            path: path.to_owned(),
+            method: method.to_owned(),
+            path: path.replace('{', ":").replace('}', ""),
         })
     }
 }
@@ -328,18 +336,22 @@ mod tests {
             Budget::parse("TTFB", 800.0).unwrap().target,
             BudgetTarget::Vital(Metric::Ttfb)
         );
-        let b = Budget::parse("route:post /webhooks/{source}", 250.0).unwrap();
+        let b = Budget::parse("route:POST /webhooks/{source}", 250.0).unwrap();
         assert_eq!(
             b.target,
             BudgetTarget::Route {
                 method: "POST".into(),
-                path: "/webhooks/{source}".into()
+                path: "/webhooks/:source".into()
             }
         );
-        assert_eq!(b.target.to_string(), "route:POST /webhooks/{source}");
+        assert_eq!(b.target.to_string(), "route:POST /webhooks/:source");
         assert_eq!(
             b.target.route_key().as_deref(),
-            Some("POST /webhooks/{source}")
+            Some("POST /webhooks/:source")
+        );
+        assert_eq!(
+            Budget::parse("route:POST /webhooks/:source", 250.0).unwrap(),
+            b
         );
         assert_eq!(BudgetTarget::Vital(Metric::Cls).route_key(), None);
 
@@ -354,6 +366,7 @@ mod tests {
             "route:G3T /x",
             "route:GET /a b",
             "route:GET  /x",
+            "route:post /x",
         ] {
             assert!(Budget::parse(bad, 1.0).is_err(), "{bad:?}");
         }
@@ -391,7 +404,7 @@ mod tests {
         for _ in 0..10 {
             routes.record(
                 "public",
-                "POST /webhooks/{source}",
+                "POST /webhooks/:source",
                 202,
                 Duration::from_millis(45),
             );
@@ -420,7 +433,7 @@ mod tests {
                 ("INP".to_owned(), None, 0, BudgetState::NoData),
                 ("CLS /".to_owned(), Some(0.0), 1, BudgetState::Ok),
                 (
-                    "route:POST /webhooks/{source}".to_owned(),
+                    "route:POST /webhooks/:source".to_owned(),
                     Some(45.0),
                     10,
                     BudgetState::AtRisk

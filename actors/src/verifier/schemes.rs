@@ -9,14 +9,16 @@
 //!
 //! [`SourceRule::verify`] checks in a fixed order, and the first failure wins:
 //!
-//! 1. **Headers present.** The id, timestamp and signature headers the scheme
-//!    requires, in that order ([`VerifyError::MissingHeader`] names the first
-//!    one absent). An id or timestamp header counts as absent unless it holds
-//!    non-empty UTF-8; a signature header counts as present whenever it exists
-//!    (what it holds is judged in step 3).
+//! 1. **Headers present and well formed.** The id, timestamp and signature
+//!    headers the scheme requires, in that order ([`VerifyError::MissingHeader`]
+//!    names the first one absent). An id or timestamp header counts as absent
+//!    when it is empty; one that is present but malformed — an id that is not
+//!    visible ASCII, a timestamp that is not an integer — is
+//!    [`VerifyError::InvalidHeader`], naming it. A signature header counts as
+//!    present whenever it exists (what it holds is judged in step 3).
 //! 2. **Timestamp fresh**, for schemes that sign one: within the tolerance in
 //!    both directions, so neither a replay nor a pre-signed "future" request
-//!    passes. A timestamp that does not parse is stale.
+//!    passes.
 //! 3. **Signature valid.** The HMAC-SHA256 of the signed content under each of
 //!    the source's keys (several during a rotation) is compared in constant
 //!    time with every signature the request carries; any pair may match.
@@ -31,9 +33,13 @@
 //! SHA-256 of the signed content, which is stable for a byte-identical resend
 //! but differs when a sender re-signs with a fresh timestamp.
 //!
-//! Header names match case-insensitively; of a repeated header only the first
-//! value is read. [`VerifyError::MissingHeader`] carries the name in the
-//! casing the scheme documents (for `hmac-sha256`, as configured).
+//! Header names match case-insensitively. Of a repeated id or timestamp header
+//! the first value is read; every line of a repeated signature header is read,
+//! and any signature in any line may match (proxies may split a header, and
+//! senders rotating keys may send one line per key). `standard-webhooks` also
+//! takes its three headers under the `svix-` names Svix-powered senders use;
+//! each `webhook-` header wins over its `svix-` twin. [`VerifyError`] names a
+//! header in the casing the scheme documents (for `hmac-sha256`, as configured).
 
 use std::str;
 
@@ -49,6 +55,9 @@ const WHSEC_PREFIX: &str = "whsec_";
 const STANDARD_ID: &str = "webhook-id";
 const STANDARD_TIMESTAMP: &str = "webhook-timestamp";
 const STANDARD_SIGNATURE: &str = "webhook-signature";
+const SVIX_ID: &str = "svix-id";
+const SVIX_TIMESTAMP: &str = "svix-timestamp";
+const SVIX_SIGNATURE: &str = "svix-signature";
 const STRIPE_SIGNATURE: &str = "Stripe-Signature";
 const GITHUB_ID: &str = "X-GitHub-Delivery";
 const GITHUB_SIGNATURE: &str = "X-Hub-Signature-256";
@@ -119,7 +128,7 @@ impl Scheme {
         }
     }
 
-    /// Reads one request's signing material; fails only on a missing header.
+    /// Reads one request's signing material; fails only on a missing or malformed header.
     fn read<'a>(
         &self,
         headers: &'a HeaderMap,
@@ -127,26 +136,46 @@ impl Scheme {
     ) -> Result<Envelope<'a>, VerifyError> {
         match self {
             Self::StandardWebhooks => {
-                let id = required_text(headers, STANDARD_ID)?;
-                let timestamp = required_text(headers, STANDARD_TIMESTAMP)?;
-                let signature = signature_text(headers, STANDARD_SIGNATURE)?;
+                let either = |name, svix| {
+                    if headers.contains_key(name) {
+                        name
+                    } else {
+                        svix
+                    }
+                };
+                let id = required_id(headers, either(STANDARD_ID, SVIX_ID))
+                    .map_err(|e| e.renamed(SVIX_ID, STANDARD_ID))?;
+                let timestamp =
+                    required_timestamp(headers, either(STANDARD_TIMESTAMP, SVIX_TIMESTAMP))
+                        .map_err(|e| e.renamed(SVIX_TIMESTAMP, STANDARD_TIMESTAMP))?;
+                let signatures =
+                    signature_lines(headers, either(STANDARD_SIGNATURE, SVIX_SIGNATURE))
+                        .map_err(|e| e.renamed(SVIX_SIGNATURE, STANDARD_SIGNATURE))?;
                 Ok(Envelope {
                     id: IdSource::Header(id),
                     timestamp: Some(timestamp),
-                    signatures: standard_signatures(signature),
+                    signatures: signatures.flat_map(standard_signatures).collect(),
                     content: vec![id.as_bytes(), b".", timestamp.as_bytes(), b".", body],
                     event_type: None,
                 })
             }
             Self::Stripe => {
-                let signature = signature_text(headers, STRIPE_SIGNATURE)?;
-                // A header without `t=` still goes on to the freshness check,
-                // which rejects it: an unparseable timestamp is stale.
-                let timestamp = stripe_field(signature, "t").next().unwrap_or_default();
+                let lines: Vec<&str> = signature_lines(headers, STRIPE_SIGNATURE)?.collect();
+                // The signed timestamp is the first `t=`; a header without one is
+                // malformed, like one whose `t=` is not an integer.
+                let timestamp = lines
+                    .iter()
+                    .find_map(|line| stripe_field(line, "t").next())
+                    .filter(|t| is_integer(t))
+                    .ok_or_else(|| {
+                        VerifyError::invalid(STRIPE_SIGNATURE, "expected t=<Unix seconds>")
+                    })?;
                 Ok(Envelope {
                     id: IdSource::BodyField,
                     timestamp: Some(timestamp),
-                    signatures: stripe_field(signature, "v1")
+                    signatures: lines
+                        .iter()
+                        .flat_map(|line| stripe_field(line, "v1"))
                         .filter_map(|sig| Encoding::Hex.decode(sig))
                         .collect(),
                     content: vec![timestamp.as_bytes(), b".", body],
@@ -154,10 +183,10 @@ impl Scheme {
                 })
             }
             Self::Github => Ok(Envelope {
-                id: IdSource::Header(required_text(headers, GITHUB_ID)?),
+                id: IdSource::Header(required_id(headers, GITHUB_ID)?),
                 timestamp: None,
                 signatures: prefixed(
-                    signature_text(headers, GITHUB_SIGNATURE)?,
+                    signature_lines(headers, GITHUB_SIGNATURE)?,
                     "sha256=",
                     Encoding::Hex,
                 ),
@@ -165,10 +194,10 @@ impl Scheme {
                 event_type: text(headers, GITHUB_EVENT),
             }),
             Self::Shopify => Ok(Envelope {
-                id: IdSource::Header(required_text(headers, SHOPIFY_ID)?),
+                id: IdSource::Header(required_id(headers, SHOPIFY_ID)?),
                 timestamp: None,
                 signatures: prefixed(
-                    signature_text(headers, SHOPIFY_SIGNATURE)?,
+                    signature_lines(headers, SHOPIFY_SIGNATURE)?,
                     "",
                     Encoding::Base64,
                 ),
@@ -176,28 +205,28 @@ impl Scheme {
                 event_type: text(headers, SHOPIFY_TOPIC),
             }),
             Self::Slack => {
-                let timestamp = required_text(headers, SLACK_TIMESTAMP)?;
-                let signature = signature_text(headers, SLACK_SIGNATURE)?;
+                let timestamp = required_timestamp(headers, SLACK_TIMESTAMP)?;
+                let signatures = signature_lines(headers, SLACK_SIGNATURE)?;
                 Ok(Envelope {
                     id: IdSource::ContentHash,
                     timestamp: Some(timestamp),
-                    signatures: prefixed(signature, "v0=", Encoding::Hex),
+                    signatures: prefixed(signatures, "v0=", Encoding::Hex),
                     content: vec![b"v0:", timestamp.as_bytes(), b":", body],
                     event_type: None,
                 })
             }
             Self::HmacSha256(h) => {
-                let id = required_text(headers, &h.id_header)?;
+                let id = required_id(headers, &h.id_header)?;
                 let timestamp = match &h.timestamp_header {
-                    Some(name) => Some(required_text(headers, name)?),
+                    Some(name) => Some(required_timestamp(headers, name)?),
                     None => None,
                 };
-                let signature = signature_text(headers, &h.signature_header)?;
+                let signatures = signature_lines(headers, &h.signature_header)?;
                 let prefix = h.prefix.as_deref().unwrap_or_default();
                 Ok(Envelope {
                     id: IdSource::Header(id),
                     timestamp,
-                    signatures: prefixed(signature, prefix, h.encoding),
+                    signatures: prefixed(signatures, prefix, h.encoding),
                     content: match timestamp {
                         Some(ts) => vec![ts.as_bytes(), b".", body],
                         None => vec![body],
@@ -292,6 +321,15 @@ impl SourceRule {
         &self.scheme
     }
 
+    /// The decoded keys, in configured order.
+    pub fn keys(&self) -> &[Vec<u8>] {
+        &self.keys
+    }
+
+    pub fn tolerance_secs(&self) -> u64 {
+        self.tolerance_secs
+    }
+
     /// Verify one request. `now_unix` is the current Unix time in seconds.
     pub fn verify(
         &self,
@@ -319,6 +357,7 @@ impl SourceRule {
         let Some(raw) = raw else {
             return Ok(None);
         };
+        // Well formed since `read`; an integer beyond i64 is as stale as can be.
         match raw.parse::<i64>() {
             Ok(ts) if now_unix.abs_diff(ts) <= self.tolerance_secs => Ok(Some(ts)),
             _ => Err(VerifyError::StaleTimestamp),
@@ -362,6 +401,11 @@ pub struct Verified {
 pub enum VerifyError {
     #[error("missing header {0}")]
     MissingHeader(String),
+    #[error("invalid header {header}: {expected}")]
+    InvalidHeader {
+        header: String,
+        expected: &'static str,
+    },
     #[error("timestamp outside the tolerance")]
     StaleTimestamp,
     #[error("no valid signature")]
@@ -373,8 +417,27 @@ impl VerifyError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::MissingHeader(_) => "missing_header",
+            Self::InvalidHeader { .. } => "invalid_header",
             Self::StaleTimestamp => "stale_timestamp",
             Self::InvalidSignature => "invalid_signature",
+        }
+    }
+}
+
+impl VerifyError {
+    fn invalid(header: &str, expected: &'static str) -> Self {
+        Self::InvalidHeader {
+            header: header.to_owned(),
+            expected,
+        }
+    }
+
+    /// The same error about `to` where it names `from`: a missing `svix-` header is reported
+    /// under its `webhook-` name, the one the contract documents.
+    fn renamed(self, from: &str, to: &str) -> Self {
+        match self {
+            Self::MissingHeader(name) if name == from => Self::MissingHeader(to.to_owned()),
+            other => other,
         }
     }
 }
@@ -472,17 +535,50 @@ fn text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter(|text| !text.is_empty())
 }
 
-fn required_text<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, VerifyError> {
-    text(headers, name).ok_or_else(|| VerifyError::MissingHeader(name.to_owned()))
-}
-
-/// A signature header's text. Present but not UTF-8 reads as empty: the
-/// header exists, it just holds no valid signature.
-fn signature_text<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, VerifyError> {
+/// An id header: present, non-empty, and visible ASCII (it becomes a dedupe key and is shown
+/// in the API).
+fn required_id<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, VerifyError> {
     let value = headers
         .get(name)
+        .filter(|value| !value.is_empty())
         .ok_or_else(|| VerifyError::MissingHeader(name.to_owned()))?;
-    Ok(str::from_utf8(value.as_bytes()).unwrap_or_default())
+    let bytes = value.as_bytes();
+    if !bytes.iter().all(u8::is_ascii_graphic) {
+        return Err(VerifyError::invalid(name, "expected visible ASCII"));
+    }
+    // Visible ASCII is UTF-8.
+    str::from_utf8(bytes).map_err(|_| VerifyError::invalid(name, "expected visible ASCII"))
+}
+
+/// A timestamp header: present, non-empty, and an integer (Unix seconds).
+fn required_timestamp<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, VerifyError> {
+    if headers.get(name).is_none_or(http::HeaderValue::is_empty) {
+        return Err(VerifyError::MissingHeader(name.to_owned()));
+    }
+    text(headers, name)
+        .filter(|text| is_integer(text))
+        .ok_or_else(|| VerifyError::invalid(name, "expected an integer (Unix seconds)"))
+}
+
+/// Optional `-`, then ASCII digits only: what senders write (no `+`, no spaces).
+fn is_integer(text: &str) -> bool {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Every line of a signature header. Present but not UTF-8 reads as empty: the
+/// header exists, it just holds no valid signature.
+fn signature_lines<'a>(
+    headers: &'a HeaderMap,
+    name: &str,
+) -> Result<impl Iterator<Item = &'a str>, VerifyError> {
+    if !headers.contains_key(name) {
+        return Err(VerifyError::MissingHeader(name.to_owned()));
+    }
+    Ok(headers
+        .get_all(name)
+        .into_iter()
+        .map(|value| str::from_utf8(value.as_bytes()).unwrap_or_default()))
 }
 
 /// `v1,<base64>` entries, space-separated; other versions (such as the
@@ -504,12 +600,15 @@ fn stripe_field<'a>(value: &'a str, key: &'a str) -> impl Iterator<Item = &'a st
         .map(|(_, v)| v)
 }
 
-/// A single signature written as `{prefix}{encoded}`.
-fn prefixed(value: &str, prefix: &str, encoding: Encoding) -> Vec<Vec<u8>> {
-    value
-        .strip_prefix(prefix)
-        .and_then(|encoded| encoding.decode(encoded))
-        .into_iter()
+/// One signature per line, each written as `{prefix}{encoded}`.
+fn prefixed<'a>(
+    lines: impl Iterator<Item = &'a str>,
+    prefix: &str,
+    encoding: Encoding,
+) -> Vec<Vec<u8>> {
+    lines
+        .filter_map(|line| line.strip_prefix(prefix))
+        .filter_map(|encoded| encoding.decode(encoded))
         .collect()
 }
 
@@ -969,10 +1068,24 @@ mod tests {
             verify(&format!("t={NOW},v0={good}")),
             Err(VerifyError::InvalidSignature)
         );
-        assert_eq!(
-            verify(&format!("v1={good}")),
-            Err(VerifyError::StaleTimestamp)
+        // No `t=`, or one that is not an integer: a malformed header (CONTRACT §3).
+        for value in [format!("v1={good}"), format!("t=soon,v1={good}")] {
+            assert_eq!(
+                verify(&value),
+                Err(VerifyError::invalid(
+                    "Stripe-Signature",
+                    "expected t=<Unix seconds>"
+                )),
+                "{value}"
+            );
+        }
+        // Several header lines: the timestamp from the first, any v1 in any line.
+        let mut lines = headers(&[("Stripe-Signature", &format!("t={NOW},v1={bad}"))]);
+        lines.append(
+            "stripe-signature",
+            HeaderValue::from_str(&format!("v1={good}")).unwrap(),
         );
+        assert!(rule.verify(&lines, BODY, NOW).is_ok());
     }
 
     #[test]
@@ -1107,35 +1220,89 @@ mod tests {
     }
 
     #[test]
-    fn non_utf8_id_or_timestamp_is_missing_but_non_utf8_signature_is_invalid() {
+    fn malformed_id_or_timestamp_is_an_invalid_header_but_a_malformed_signature_is_invalid() {
         let f = &fixtures()[0];
         let garbage = HeaderValue::from_bytes(b"\xff\xfe").unwrap();
-        for (name, expected) in [
+        let ascii = VerifyError::invalid("webhook-id", "expected visible ASCII");
+        let integer =
+            VerifyError::invalid("webhook-timestamp", "expected an integer (Unix seconds)");
+        for (name, value, expected) in [
+            ("webhook-id", garbage.clone(), ascii.clone()),
+            ("webhook-id", HeaderValue::from_static("two words"), ascii),
+            ("webhook-timestamp", garbage.clone(), integer.clone()),
             (
-                "webhook-id",
-                VerifyError::MissingHeader("webhook-id".into()),
+                "webhook-timestamp",
+                HeaderValue::from_static("1.7e9"),
+                integer.clone(),
             ),
             (
                 "webhook-timestamp",
-                VerifyError::MissingHeader("webhook-timestamp".into()),
+                HeaderValue::from_static("+1700000000"),
+                integer,
             ),
-            ("webhook-signature", VerifyError::InvalidSignature),
+            (
+                "webhook-signature",
+                garbage.clone(),
+                VerifyError::InvalidSignature,
+            ),
+            (
+                "webhook-id",
+                HeaderValue::from_static(""),
+                VerifyError::MissingHeader("webhook-id".into()),
+            ),
         ] {
             let mut request = (f.sign)(f.secret, BODY, NOW);
-            request.insert(name, garbage.clone());
+            request.insert(name, value);
             assert_eq!(f.verify(&request, BODY), Err(expected), "{name}");
         }
     }
 
     #[test]
-    fn utf8_ids_beyond_ascii_are_kept() {
+    fn ids_beyond_visible_ascii_are_invalid_headers() {
         let f = &fixtures()[2];
         let mut request = (f.sign)(f.secret, BODY, NOW);
         request.insert(
             "x-github-delivery",
             HeaderValue::from_bytes("délivré".as_bytes()).unwrap(),
         );
-        assert_eq!(f.verify(&request, BODY).unwrap().id, "délivré");
+        assert_eq!(
+            f.verify(&request, BODY),
+            Err(VerifyError::invalid(
+                "X-GitHub-Delivery",
+                "expected visible ASCII"
+            ))
+        );
+    }
+
+    #[test]
+    fn standard_webhooks_reads_svix_headers_and_every_signature_line() {
+        let f = &fixtures()[0];
+        let signed = (f.sign)(f.secret, BODY, NOW);
+        let mut svix = HeaderMap::new();
+        for (name, value) in &signed {
+            let renamed = name.as_str().replacen("webhook-", "svix-", 1);
+            svix.insert(
+                HeaderName::from_bytes(renamed.as_bytes()).unwrap(),
+                value.clone(),
+            );
+        }
+        assert_eq!(
+            f.verify(&svix, BODY).unwrap().id,
+            f.verify(&signed, BODY).unwrap().id
+        );
+        // A missing svix header is reported under its documented webhook- name.
+        svix.remove("svix-timestamp");
+        assert_eq!(
+            f.verify(&svix, BODY),
+            Err(VerifyError::MissingHeader("webhook-timestamp".into()))
+        );
+
+        // The valid signature on a second header line.
+        let mut lines = signed.clone();
+        let genuine = lines.remove("webhook-signature").unwrap();
+        lines.append("webhook-signature", HeaderValue::from_static("v1,AAAA"));
+        lines.append("webhook-signature", genuine);
+        assert!(f.verify(&lines, BODY).is_ok());
     }
 
     #[test]
