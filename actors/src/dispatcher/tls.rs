@@ -138,7 +138,7 @@ impl Kind {
             }
             CertificateError::NotValidForName => Self::WrongName(Vec::new()),
             CertificateError::NotValidForNameContext { presented, .. } => {
-                Self::WrongName(presented.clone())
+                Self::WrongName(presented.iter().map(|name| bare_name(name)).collect())
             }
             CertificateError::Revoked => Self::Revoked,
             CertificateError::BadSignature => Self::BadSignature,
@@ -148,6 +148,16 @@ impl Kind {
             other => Self::OtherCertificate(other.to_string()),
         }
     }
+}
+
+/// `DnsName("a.example")` → `a.example`, `IpAddress(192.0.2.1)` → `192.0.2.1`: webpki
+/// reports presented names in their debug form.
+fn bare_name(presented: &str) -> String {
+    presented
+        .split_once('(')
+        .and_then(|(_, rest)| rest.strip_suffix(')'))
+        .map_or(presented, |inner| inner.trim_matches('"'))
+        .to_owned()
 }
 
 struct Described<'a>(&'a TlsFailure);
@@ -302,6 +312,14 @@ impl AsyncWrite for Stream {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use crate::dispatcher::outbound::{self, AttemptResult, Outbound};
+
+    #[test]
+    fn presented_names_lose_their_debug_wrapping() {
+        assert_eq!(bare_name(r#"DnsName("a.example")"#), "a.example");
+        assert_eq!(bare_name("IpAddress(192.0.2.1)"), "192.0.2.1");
+        assert_eq!(bare_name("plain"), "plain");
+    }
 
     #[test]
     fn ago_picks_a_readable_unit() {
@@ -332,6 +350,96 @@ mod tests {
         assert_eq!(
             timeout.to_string(),
             "TLS: handshake with hooks.example.com timed out after 1500 ms"
+        );
+    }
+
+    /// A one-shot https server on 127.0.0.1 presenting a leaf for `names` signed by a fresh
+    /// CA: answers `204` to one request. Returns the CA certificate and the port.
+    async fn https_server(names: &[&str]) -> (CertificateDer<'static>, u16) {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let leaf = CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&key, &*ca)
+            .unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der().clone()], key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let Ok(mut tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let mut head = Vec::new();
+            let mut buf = [0_u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = tls.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the client closed early");
+                head.extend_from_slice(&buf[..n]);
+            }
+            tls.write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
+                .await
+                .unwrap();
+            tls.flush().await.unwrap();
+        });
+        (ca.der().clone(), port)
+    }
+
+    async fn attempt(roots: &[CertificateDer<'static>], url: &str) -> AttemptResult {
+        let client = outbound::client(true, Duration::from_secs(2), roots, 1).unwrap();
+        let out = Outbound {
+            url,
+            message_id: "msg_1",
+            content_type: None,
+            body: bytes::Bytes::from_static(b"{}"),
+            keys: &[b"key".to_vec()],
+        };
+        outbound::send(&client, out, Duration::from_secs(4)).await
+    }
+
+    #[tokio::test]
+    async fn an_attempt_over_https_reaches_a_receiver_with_an_extra_root() {
+        let (ca, port) = https_server(&["127.0.0.1"]).await;
+        let result = attempt(&[ca], &format!("https://127.0.0.1:{port}/hook")).await;
+        assert_eq!(result.status, Some(204), "{result:?}");
+        assert_eq!(result.error, None);
+    }
+
+    #[tokio::test]
+    async fn a_refused_certificate_is_the_attempt_error_in_words() {
+        // Mozilla's roots alone do not know the test CA.
+        let (_, port) = https_server(&["127.0.0.1"]).await;
+        let result = attempt(&[], &format!("https://127.0.0.1:{port}/")).await;
+        assert_eq!(result.status, None);
+        assert_eq!(
+            result.error.as_deref(),
+            Some(
+                "TLS: the certificate of 127.0.0.1 is not signed by a trusted CA (unknown \
+                 issuer; a private CA belongs in delivery.ca_file)"
+            )
+        );
+        // A certificate for another name, from a trusted CA.
+        let (ca, port) = https_server(&["hooks.example.com"]).await;
+        let result = attempt(&[ca], &format!("https://127.0.0.1:{port}/")).await;
+        let error = result.error.unwrap();
+        assert!(
+            error.contains("not valid for the host name 127.0.0.1 (it is for hooks.example.com)"),
+            "{error}"
         );
     }
 
