@@ -180,14 +180,15 @@ async fn reload_on_hangup(tls: Option<ServerTls>) {
             return;
         };
         while hangups.recv().await.is_some() {
-            match &tls {
-                Some(tls) => match tls.reload() {
-                    Ok(()) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
-                    Err(e) => tracing::error!(
-                        "SIGHUP: TLS reload failed, still serving the previous certificate: {e}"
-                    ),
-                },
-                None => tracing::info!("SIGHUP: no TLS configured, nothing to reload"),
+            let Some(tls) = &tls else {
+                tracing::info!("SIGHUP: no TLS configured, nothing to reload");
+                continue;
+            };
+            match tls.reload() {
+                Ok(()) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
+                Err(e) => tracing::error!(
+                    "SIGHUP: TLS reload failed, still serving the previous certificate: {e}"
+                ),
             }
         }
     }

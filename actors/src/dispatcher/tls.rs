@@ -106,9 +106,9 @@ enum Kind {
     OtherCertificate(String),
     /// The receiver sent a fatal alert (it refused our hello, or our protocol versions).
     Alert(String),
-    /// The peer stopped talking TLS (closed, reset, or sent something else).
-    Io(String),
-    Protocol(String),
+    /// Anything else: the peer closed or reset the connection, spoke something other than
+    /// TLS, or offered nothing we accept.
+    Failed(String),
     Timeout(Duration),
     BadName,
 }
@@ -118,11 +118,11 @@ impl Kind {
         match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
             Some(rustls::Error::InvalidCertificate(cert)) => Self::from_certificate(cert),
             Some(rustls::Error::AlertReceived(alert)) => Self::Alert(format!("{alert:?}")),
-            Some(other) => Self::Protocol(other.to_string()),
+            Some(other) => Self::Failed(other.to_string()),
             None if e.kind() == io::ErrorKind::UnexpectedEof => {
-                Self::Io("the receiver closed the connection".to_owned())
+                Self::Failed("the receiver closed the connection".to_owned())
             }
-            None => Self::Io(e.to_string()),
+            None => Self::Failed(e.to_string()),
         }
     }
 
@@ -200,8 +200,7 @@ impl fmt::Display for Described<'_> {
                 "{host} aborted the handshake (alert: {alert}); it may not support TLS 1.2+ \
                  or need another server name"
             ),
-            Kind::Io(why) => write!(f, "handshake with {host} failed: {why}"),
-            Kind::Protocol(why) => write!(f, "handshake with {host} failed: {why}"),
+            Kind::Failed(why) => write!(f, "handshake with {host} failed: {why}"),
             Kind::Timeout(after) => write!(
                 f,
                 "handshake with {host} timed out after {} ms",
