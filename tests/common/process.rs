@@ -20,11 +20,17 @@ pub struct Process {
 
 /// Starts `herald serve --config <config>` and waits until it reports both ports.
 pub fn spawn(config: &std::path::Path) -> Process {
+    spawn_with_env(config, &[])
+}
+
+/// [`spawn`] with `HERALD_*` overrides in the child's environment.
+pub fn spawn_with_env(config: &std::path::Path, env: &[(&str, &str)]) -> Process {
     let mut child = Command::new(HERALD)
         .args(["serve", "--config"])
         .arg(config)
         .env("HERALD_LOG_FORMAT", "human")
         .env("HERALD_LOG_LEVEL", "info")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -49,9 +55,10 @@ pub fn spawn(config: &std::path::Path) -> Process {
     });
     let mut ports = HashMap::new();
     while ports.len() < 2 {
-        let (port, addr) = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("herald did not report its ports");
+        let Ok((port, addr)) = rx.recv_timeout(Duration::from_secs(30)) else {
+            let _ = child.kill();
+            panic!("herald did not report its ports");
+        };
         ports.insert(port, addr);
     }
     Process {
