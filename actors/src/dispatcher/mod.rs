@@ -13,6 +13,7 @@
 //! open, or the destination is disabled (a 410), its deliveries wait without spending attempts.
 
 pub mod breaker;
+pub mod headers;
 pub mod messages;
 pub mod outbound;
 pub mod retry;
