@@ -165,8 +165,13 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> anyhow::Re
 }
 
 /// The inbound TLS config, when both `server.tls_cert` and `server.tls_key` are set.
-fn server_tls(_config: &Config) -> anyhow::Result<Option<ServerTls>> {
-    Ok(None)
+fn server_tls(config: &Config) -> anyhow::Result<Option<ServerTls>> {
+    config
+        .server
+        .tls
+        .as_ref()
+        .map(|files| ServerTls::load(&files.cert, &files.key).context("server.tls_cert"))
+        .transpose()
 }
 
 /// Reloads `tls` on every SIGHUP; a failed reload is logged and the old certificate kept.
@@ -297,7 +302,10 @@ fn settings(config: &Config) -> anyhow::Result<Settings> {
             .iter()
             .map(|d| (d.name.clone(), destination_record(d)))
             .collect(),
-        extra_roots: Vec::new(),
+        extra_roots: match &config.delivery.ca_file {
+            Some(path) => tls::load_roots(path).context("delivery.ca_file")?,
+            None => Vec::new(),
+        },
     };
     let budgets = config
         .budgets

@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::receiver::Receiver;
@@ -134,13 +135,10 @@ async fn without_ca_file_a_private_ca_is_not_trusted() {
 }
 
 /// A herald serving TLS on both ports with `leaf`, files in its data directory.
-async fn serving_tls(leaf: &common::tls::Leaf) -> (Server, std::path::PathBuf, std::path::PathBuf) {
+async fn serving_tls(leaf: &common::tls::Leaf) -> (Server, PathBuf, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = leaf.write(dir.path(), "server");
-    let (cert_s, key_s) = (
-        cert.display().to_string(),
-        key.display().to_string(),
-    );
+    let (cert_s, key_s) = (cert.display().to_string(), key.display().to_string());
     let server = Server::start_in_with_env(
         dir,
         "",
@@ -198,15 +196,34 @@ async fn both_ports_serve_tls_and_a_reload_keeps_open_connections() {
     assert!(server.reload_tls().unwrap());
     for addr in [server.ingest, server.api] {
         let fresh = TlsConnection::open(addr, "localhost", client.clone()).await;
-        assert_eq!(fresh.peer, second.cert, "new handshakes use the new certificate");
+        assert_eq!(
+            fresh.peer, second.cert,
+            "new handshakes use the new certificate"
+        );
     }
     // …and the connections opened before it still work.
     assert!(!api.is_closed());
     let (status, _) = api.request("GET", "/v1/destinations", &auth, b"").await;
-    assert_eq!(status, 200, "the open keep-alive connection survived the reload");
+    assert_eq!(
+        status, 200,
+        "the open keep-alive connection survived the reload"
+    );
     let (status, _) = ingest.request("GET", "/healthz", &[], b"").await;
     assert_eq!(status, 200);
     server.stop().await;
+}
+
+/// The test config with `server.tls_cert` and `server.tls_key` in its `[server]` table.
+fn config_with_tls(dir: &tempfile::TempDir, cert: &Path, key: &Path) -> String {
+    common::config_text(dir, "").replacen(
+        "[server]\n",
+        &format!(
+            "[server]\ntls_cert = {:?}\ntls_key = {:?}\n",
+            cert.display().to_string(),
+            key.display().to_string()
+        ),
+        1,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,17 +233,7 @@ async fn sighup_reloads_the_certificate_of_the_real_binary() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = first.write(dir.path(), "server");
     let config = dir.path().join("config.toml");
-    // BASE_CONFIG has a [server] table already: put the keys in it.
-    let text = common::config_text(&dir, "").replacen(
-        "[server]\n",
-        &format!(
-            "[server]\ntls_cert = {:?}\ntls_key = {:?}\n",
-            cert.display().to_string(),
-            key.display().to_string()
-        ),
-        1,
-    );
-    std::fs::write(&config, text).unwrap();
+    std::fs::write(&config, config_with_tls(&dir, &cert, &key)).unwrap();
     let mut process = common::process::spawn(&config);
     let client = ca.client_config();
 
@@ -250,4 +257,36 @@ async fn sighup_reloads_the_certificate_of_the_real_binary() {
     process.signal("TERM");
     let exit = process.child.wait().unwrap();
     assert!(exit.success(), "{exit:?}");
+}
+
+#[test]
+fn check_config_refuses_a_key_that_is_not_the_certificates() {
+    let ca = TestCa::new("herald test CA");
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = ca.issue(&["localhost"]).write(dir.path(), "server");
+    let with_tls = |key: &Path| {
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, config_with_tls(&dir, &cert, key)).unwrap();
+        std::process::Command::new(common::process::HERALD)
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    let out = with_tls(&key);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let (_, foreign) = ca.issue(&["localhost"]).write(dir.path(), "other");
+    let out = with_tls(&foreign);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("server.tls_key"), "{stderr}");
+    assert!(
+        stderr.contains("does not match the certificate"),
+        "{stderr}"
+    );
 }

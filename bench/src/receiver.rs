@@ -173,11 +173,15 @@ async fn serve(
             let builder = http1::Builder::new();
             match tls {
                 None => {
-                    let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                    let _ = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
                 }
                 Some(tls) => match tls.accept(stream).await {
                     Ok(stream) => {
-                        let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                        let _ = builder
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
                     }
                     Err(e) => eprintln!("receiver: TLS handshake failed: {e}"),
                 },

@@ -35,7 +35,9 @@ impl Received {
         ) else {
             return false;
         };
-        let expected = super::std_headers_with(secret, id, ts, &self.body)[2].1.clone();
+        let expected = super::std_headers_with(secret, id, ts, &self.body)[2]
+            .1
+            .clone();
         signatures.split(' ').any(|sig| sig == expected)
     }
 }
@@ -143,12 +145,15 @@ impl Receiver {
                     let builder = http1::Builder::new();
                     match tls {
                         None => {
-                            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                            let _ = builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
                         }
                         Some(tls) => {
                             if let Ok(stream) = tls.accept(stream).await {
-                                let _ =
-                                    builder.serve_connection(TokioIo::new(stream), service).await;
+                                let _ = builder
+                                    .serve_connection(TokioIo::new(stream), service)
+                                    .await;
                             }
                         }
                     }

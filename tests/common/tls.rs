@@ -77,7 +77,8 @@ impl TestCa {
         }
     }
 
-    /// A client config that trusts this CA only.
+    /// A client config that trusts this CA only. Session resumption is off, so every
+    /// handshake is a full one and shows the certificate the server serves now.
     pub fn client_config(&self) -> Arc<ClientConfig> {
         let mut roots = RootCertStore::empty();
         roots.add(self.issuer.der().clone()).unwrap();
@@ -87,6 +88,7 @@ impl TestCa {
             .with_root_certificates(roots)
             .with_no_client_auth();
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.resumption = rustls::client::Resumption::disabled();
         Arc::new(config)
     }
 }

@@ -40,8 +40,11 @@ pub fn client(
     extra_roots: &[CertificateDer<'static>],
     max_idle_per_host: usize,
 ) -> Result<HttpClient, rustls::Error> {
-    let connector =
-        GuardedConnector::new(allow_private, connect_timeout, tls::client_config(extra_roots)?);
+    let connector = GuardedConnector::new(
+        allow_private,
+        connect_timeout,
+        tls::client_config(extra_roots)?,
+    );
     Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(POOL_IDLE)
         .pool_max_idle_per_host(max_idle_per_host)

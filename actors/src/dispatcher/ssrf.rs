@@ -1411,8 +1411,7 @@ mod tests {
     async fn plugs_into_the_hyper_client() {
         // Refused: the error surfaces through the client, nothing reaches the listener.
         let (listener, port) = listener().await;
-        let client = Client::builder(TokioExecutor::new())
-            .build::<_, String>(connector(false));
+        let client = Client::builder(TokioExecutor::new()).build::<_, String>(connector(false));
         let request = http::Request::get(format!("http://127.0.0.1:{port}/hook"))
             .body(String::new())
             .unwrap();
@@ -1449,8 +1448,7 @@ mod tests {
                 .unwrap();
             request
         });
-        let client = Client::builder(TokioExecutor::new())
-            .build::<_, String>(connector(true));
+        let client = Client::builder(TokioExecutor::new()).build::<_, String>(connector(true));
         let request = http::Request::get(format!("http://127.0.0.1:{port}/hook"))
             .body(String::new())
             .unwrap();

@@ -115,7 +115,10 @@ enum Kind {
 
 impl Kind {
     fn from_io(e: &io::Error) -> Self {
-        match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+        match e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
             Some(rustls::Error::InvalidCertificate(cert)) => Self::from_certificate(cert),
             Some(rustls::Error::AlertReceived(alert)) => Self::Alert(format!("{alert:?}")),
             Some(other) => Self::Failed(other.to_string()),
@@ -130,9 +133,9 @@ impl Kind {
         match cert {
             CertificateError::UnknownIssuer => Self::UnknownIssuer,
             CertificateError::Expired => Self::Expired(None),
-            CertificateError::ExpiredContext { time, not_after } => Self::Expired(Some(
-                time.as_secs().saturating_sub(not_after.as_secs()),
-            )),
+            CertificateError::ExpiredContext { time, not_after } => {
+                Self::Expired(Some(time.as_secs().saturating_sub(not_after.as_secs())))
+            }
             CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
                 Self::NotValidYet
             }
@@ -335,10 +338,7 @@ mod tests {
             kind,
         };
         let unknown = failure(Kind::from_certificate(&CertificateError::UnknownIssuer));
-        assert!(
-            unknown.to_string().contains("unknown issuer"),
-            "{unknown}"
-        );
+        assert!(unknown.to_string().contains("unknown issuer"), "{unknown}");
         let name = failure(Kind::WrongName(vec!["other.example.com".to_owned()]));
         assert_eq!(
             name.to_string(),
