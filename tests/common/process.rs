@@ -88,7 +88,7 @@ impl Process {
             match self.log.recv_timeout(left) {
                 Ok(line) if line.contains(needle) => return line,
                 Ok(_) => {}
-                Err(_) => panic!("no log line containing {needle:?} within {timeout:?}"),
+                Err(e) => panic!("no log line containing {needle:?} within {timeout:?}: {e}"),
             }
         }
     }

@@ -55,7 +55,7 @@ impl TestCa {
 
     /// A leaf for `names` (DNS names or IP addresses), valid from 1975 to 4096.
     pub fn issue(&self, names: &[&str]) -> Leaf {
-        self.sign(leaf_params(names))
+        self.sign(&leaf_params(names))
     }
 
     /// A leaf for `names` that expired in 2021.
@@ -63,10 +63,10 @@ impl TestCa {
         let mut params = leaf_params(names);
         params.not_before = rcgen::date_time_ymd(2020, 1, 1);
         params.not_after = rcgen::date_time_ymd(2021, 1, 1);
-        self.sign(params)
+        self.sign(&params)
     }
 
-    fn sign(&self, params: CertificateParams) -> Leaf {
+    fn sign(&self, params: &CertificateParams) -> Leaf {
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &*self.issuer).unwrap();
         Leaf {
