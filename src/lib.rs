@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod http;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -26,6 +27,7 @@ use tokio::task::JoinHandle;
 
 use config::{Config, SourceFilter};
 use http::server::{self, Limits};
+use tls::ServerTls;
 
 /// How long a client may take to send a body once its headers are in.
 const BODY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -42,11 +44,23 @@ const BLOCK_WINDOW: Duration = Duration::from_secs(60);
 pub struct Running {
     pub ingest_addr: SocketAddr,
     pub api_addr: SocketAddr,
+    /// Inbound TLS, when `server.tls_cert` and `server.tls_key` are set.
+    tls: Option<ServerTls>,
     stop: watch::Sender<bool>,
     task: JoinHandle<anyhow::Result<()>>,
 }
 
 impl Running {
+    /// Reloads the inbound certificate and key from their files (what SIGHUP does): new
+    /// handshakes use them, open connections are untouched. `Ok(false)` when TLS is off; on
+    /// an error the previous certificate stays in use.
+    pub fn reload_tls(&self) -> Result<bool, tls::TlsError> {
+        match &self.tls {
+            Some(tls) => tls.reload().map(|()| true),
+            None => Ok(false),
+        }
+    }
+
     /// Shuts down gracefully and waits until the store is closed.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
@@ -88,7 +102,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .await
         .context("opening storage")?
         .with_context(|| format!("opening storage at {}", config.storage.path.display()))?;
-    let herald = Herald::start(settings(&config), store.clone(), metrics, perf).await?;
+    let tls = server_tls(&config)?;
+    let extra_roots = match &config.delivery.ca_file {
+        Some(path) => tls::load_roots(path).context("delivery.ca_file")?,
+        None => Vec::new(),
+    };
+    let herald =
+        Herald::start(settings(&config, extra_roots), store.clone(), metrics, perf).await?;
 
     let ingest = TcpListener::bind(config.server.ingest_listen)
         .await
@@ -120,19 +140,28 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     let (stop, stopping) = watch::channel(false);
     let task = tokio::spawn(serve_until_stopped(
-        app, store, ingest, api, limits, stopping,
+        app,
+        store,
+        [ingest, api],
+        limits,
+        tls.clone(),
+        stopping,
     ));
     Ok(Running {
         ingest_addr,
         api_addr,
+        tls,
         stop,
         task,
     })
 }
 
-/// Runs herald until `signal` resolves, then shuts down gracefully.
+/// Runs herald until `signal` resolves, then shuts down gracefully. SIGHUP reloads the
+/// inbound TLS certificate and key.
 pub async fn run(config: Config, signal: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let Running { stop, mut task, .. } = start(config).await?;
+    let running = start(config).await?;
+    let reloads = tokio::spawn(reload_on_hangup(running.tls.clone()));
+    let Running { stop, mut task, .. } = running;
     let finished = tokio::select! {
         () = signal => {
             let _ = stop.send(true);
@@ -141,15 +170,53 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> anyhow::Re
         // The server ended without being asked: the actors exhausted their restart budget.
         finished = &mut task => finished,
     };
+    reloads.abort();
     finished.context("the server task panicked")?
+}
+
+/// The inbound TLS config, when both `server.tls_cert` and `server.tls_key` are set.
+fn server_tls(config: &Config) -> anyhow::Result<Option<ServerTls>> {
+    config
+        .server
+        .tls
+        .as_ref()
+        .map(|files| ServerTls::load(&files.cert, &files.key).context("server.tls_cert"))
+        .transpose()
+}
+
+/// Reloads `tls` on every SIGHUP; a failed reload is logged and the old certificate kept.
+/// Without TLS, SIGHUP is still caught (and only logged) rather than ending the process.
+async fn reload_on_hangup(tls: Option<ServerTls>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; TLS reload by signal is unavailable");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            let Some(tls) = &tls else {
+                tracing::info!("SIGHUP: no TLS configured, nothing to reload");
+                continue;
+            };
+            match tls.reload() {
+                Ok(()) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
+                Err(e) => tracing::error!(
+                    "SIGHUP: TLS reload failed, still serving the previous certificate: {e}"
+                ),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    drop(tls);
 }
 
 async fn serve_until_stopped(
     app: Arc<http::App>,
     store: Store,
-    ingest: TcpListener,
-    api: TcpListener,
+    [ingest, api]: [TcpListener; 2],
     limits: Limits,
+    tls: Option<ServerTls>,
     stopping: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let ingest = tokio::spawn(server::serve(
@@ -157,6 +224,7 @@ async fn serve_until_stopped(
         ingest,
         http::ingest_handler(&app),
         limits,
+        tls.clone(),
         stopping.clone(),
     ));
     let api = tokio::spawn(server::serve(
@@ -164,6 +232,7 @@ async fn serve_until_stopped(
         api,
         http::api_handler(&app),
         limits,
+        tls,
         stopping.clone(),
     ));
     let mut stopping = stopping;
@@ -193,7 +262,12 @@ async fn serve_until_stopped(
 
 /// The actors' view of the configuration. Validation already produced the actors' types,
 /// so this cannot fail.
-fn settings(config: &Config) -> Settings {
+/// What a validated config becomes for the actors; `extra_roots` are `delivery.ca_file`'s
+/// certificates, read (and checked by `check-config`) before.
+fn settings(
+    config: &Config,
+    extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+) -> Settings {
     let sources = config
         .sources
         .iter()
@@ -238,6 +312,7 @@ fn settings(config: &Config) -> Settings {
             .iter()
             .map(|d| (d.name.clone(), destination_record(d)))
             .collect(),
+        extra_roots,
     };
     Settings {
         sources,

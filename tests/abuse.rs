@@ -670,60 +670,24 @@ struct Binary {
     _dir: tempfile::TempDir,
 }
 
-/// Spawns `herald serve` on a fresh data dir and learns its ports from its log lines
-/// `ingest listening on ADDR` / `api listening on ADDR` (as `tests/crash.rs` does).
+/// Spawns `herald serve` on a fresh data dir (see `common::process`).
 fn spawn_binary() -> Binary {
-    use std::io::BufRead as _;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
     std::fs::write(&config, common::config_text(&dir, "")).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("HERALD_LOG_FORMAT", "human")
-        .env("HERALD_LOG_LEVEL", "info")
-        .env("HERALD_SERVER_HEADER_READ_TIMEOUT_MS", "500")
-        .env("HERALD_SERVER_SHUTDOWN_GRACE_MS", "500")
-        .env("HERALD_SERVER_MAX_BODY_BYTES", BODY_LIMIT.to_string())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        // Keep draining so the child never blocks on a full pipe.
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            for (port, marker) in [
-                ("ingest", "ingest listening on "),
-                ("api", "api listening on "),
-            ] {
-                if let Some(at) = line.find(marker) {
-                    let addr: SocketAddr = line[at + marker.len()..].trim().parse().unwrap();
-                    let _ = tx.send((port, addr));
-                }
-            }
-        }
-    });
-    let (mut ingest, mut api) = (None, None);
-    while ingest.is_none() || api.is_none() {
-        let Ok((port, addr)) = rx.recv_timeout(Duration::from_secs(30)) else {
-            let _ = child.kill();
-            panic!("herald did not report its ports");
-        };
-        if port == "ingest" {
-            ingest = Some(addr);
-        } else {
-            api = Some(addr);
-        }
-    }
+    let body_limit = BODY_LIMIT.to_string();
+    let process = common::process::spawn_with_env(
+        &config,
+        &[
+            ("HERALD_SERVER_HEADER_READ_TIMEOUT_MS", "500"),
+            ("HERALD_SERVER_SHUTDOWN_GRACE_MS", "500"),
+            ("HERALD_SERVER_MAX_BODY_BYTES", body_limit.as_str()),
+        ],
+    );
     Binary {
-        child,
-        ingest: ingest.unwrap(),
-        api: api.unwrap(),
+        child: process.child,
+        ingest: process.ingest,
+        api: process.api,
         _dir: dir,
     }
 }

@@ -7,63 +7,16 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::process::spawn;
 use common::{ADMIN_TOKEN, now, std_headers};
 
-const HERALD: &str = env!("CARGO_BIN_EXE_herald");
 const CYCLES: usize = 3;
 const SENDERS: usize = 16;
-
-struct Process {
-    child: Child,
-    ingest: SocketAddr,
-    api: SocketAddr,
-}
-
-fn spawn(config: &std::path::Path) -> Process {
-    let mut child = Command::new(HERALD)
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("HERALD_LOG_FORMAT", "human")
-        .env("HERALD_LOG_LEVEL", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        // Keep draining after startup so the child never blocks on a full pipe.
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            for (port, marker) in [
-                ("ingest", "ingest listening on "),
-                ("api", "api listening on "),
-            ] {
-                if let Some(at) = line.find(marker) {
-                    let addr: SocketAddr = line[at + marker.len()..].trim().parse().unwrap();
-                    let _ = tx.send((port, addr));
-                }
-            }
-        }
-    });
-    let mut ports = HashMap::new();
-    while ports.len() < 2 {
-        let (port, addr) = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("herald did not report its ports");
-        ports.insert(port, addr);
-    }
-    Process {
-        child,
-        ingest: ports["ingest"],
-        api: ports["api"],
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_webhook_survives_sigkill() {

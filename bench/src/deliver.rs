@@ -14,6 +14,11 @@
 //!    on that port and the bench times how long herald takes to deliver all of them, watching its
 //!    memory the whole time.
 //!
+//!
+//! With `--https`, phase 2 runs a second time against an https receiver (rustls, a CA made at
+//! start that herald trusts through `delivery.ca_file`), and the report compares the two:
+//! https delivered/s ÷ http delivered/s, target ≥ 0.8.
+//!
 //! Progress goes to stderr (with a one-line summary of the steady state as soon as it is known);
 //! at the end, one markdown table per phase with its PASS/FAIL lines goes to stdout, and with
 //! `--json` one JSON object on its last line. Every wait is bounded.
@@ -40,11 +45,12 @@ use tokio::time::{Instant, sleep, timeout};
 
 use crate::herald::{API_TOKEN, Herald, Sink};
 use crate::load::{self, Accepted, LoadConfig, LoadReport, LoadRun, Target, to_f64};
-use crate::receiver::Receiver;
+use crate::receiver::{Receiver, TestPki};
 use crate::sign::{BENCH_SECRET, Signer};
 
 /// Targets herald is judged on.
 const MIN_E2E_RATIO: f64 = 0.5;
+const MIN_HTTPS_RATIO: f64 = 0.8;
 const MAX_BACKLOG_RSS_MIB: f64 = 200.0;
 
 /// How long the steady phase waits after the load for the last accepted message to arrive.
@@ -72,6 +78,8 @@ pub struct DeliverOptions {
     /// Bodies name a recipient out of this many (herald then runs its opt-out check on every
     /// delivery); `None`: no recipient, no check.
     pub recipients: Option<u64>,
+    /// Run the steady state over https too.
+    pub https: bool,
     pub backlog: u64,
     pub drain_timeout: Duration,
     pub herald: PathBuf,
@@ -172,6 +180,8 @@ struct Backlog {
 #[derive(Debug, Serialize)]
 struct Verdicts {
     e2e_ratio: bool,
+    /// With `--https`: https delivered/s ≥ 0.8 × http.
+    https_ratio: Option<bool>,
     steady_none_undelivered: bool,
     backlog_none_lost: bool,
     backlog_peak_rss: bool,
@@ -190,6 +200,10 @@ struct DeliverReport {
     steady: Steady,
     /// Steady delivered/s ÷ ingest-only req/s.
     e2e_ratio: f64,
+    /// With `--https`: the steady state against the https receiver.
+    steady_https: Option<Steady>,
+    /// Its delivered/s ÷ the http steady state's.
+    https_ratio: Option<f64>,
     backlog: Backlog,
     pass: Verdicts,
 }
@@ -496,18 +510,38 @@ async fn phase_ingest_only(
     })
 }
 
-async fn phase_steady(opts: &DeliverOptions, binary: &Path, signer: &Signer) -> Result<Steady> {
-    eprintln!("[2/3] herald delivering to the in-process receiver (steady state)…");
+/// The steady state; with `https`, against a TLS receiver whose CA herald trusts.
+async fn phase_steady(
+    opts: &DeliverOptions,
+    binary: &Path,
+    signer: &Signer,
+    https: bool,
+) -> Result<Steady> {
     let nproc = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    let rx = Receiver::start(
-        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-        nproc,
-        signer.clone(),
-        opts.body_bytes,
-    )?;
-    let sink = Sink {
-        url: format!("http://{}/hooks", rx.addr()),
-        secret: BENCH_SECRET.to_owned(),
+    let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    // The CA file lives as long as the phase.
+    let ca_dir = tempfile::tempdir().context("a temp dir for the CA file")?;
+    let (rx, sink) = if https {
+        eprintln!("[2b/3] herald delivering to the in-process https receiver (steady state)…");
+        let pki = TestPki::new().context("making the receiver's certificate")?;
+        let ca_file = ca_dir.path().join("ca.pem");
+        std::fs::write(&ca_file, pki.ca_pem()).context("writing the CA file")?;
+        let rx = Receiver::start_tls(listen, nproc, signer.clone(), opts.body_bytes, &pki)?;
+        let sink = Sink {
+            url: format!("https://{}/hooks", rx.addr()),
+            secret: BENCH_SECRET.to_owned(),
+            ca_file: Some(ca_file),
+        };
+        (rx, sink)
+    } else {
+        eprintln!("[2/3] herald delivering to the in-process receiver (steady state)…");
+        let rx = Receiver::start(listen, nproc, signer.clone(), opts.body_bytes)?;
+        let sink = Sink {
+            url: format!("http://{}/hooks", rx.addr()),
+            secret: BENCH_SECRET.to_owned(),
+            ca_file: None,
+        };
+        (rx, sink)
     };
     let longest = opts.warmup + opts.duration + STEADY_DRAIN_TIMEOUT;
     let herald = Monitored::start(binary, Some(&sink), longest).await?;
@@ -639,6 +673,7 @@ async fn phase_backlog(opts: &DeliverOptions, binary: &Path, signer: &Signer) ->
     let nproc = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let rx_addr = closed_port()?;
     let sink = Sink {
+        ca_file: None,
         url: format!("http://{rx_addr}/hooks"),
         secret: BENCH_SECRET.to_owned(),
     };
@@ -839,6 +874,47 @@ fn steady_markdown(r: &DeliverReport) -> String {
     lines.join("\n")
 }
 
+/// http against https, when `--https` ran.
+fn https_markdown(r: &DeliverReport) -> Option<String> {
+    let (http, tls, ratio) = (&r.steady, r.steady_https.as_ref()?, r.https_ratio?);
+    let row = |name: &str, s: &Steady| {
+        format!(
+            "| {name} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {} |",
+            s.ingest.req_per_sec,
+            s.delivered_per_sec,
+            s.e2e_p50_ms,
+            s.e2e_p99_ms,
+            s.e2e_max_ms,
+            s.receiver.bad_signature,
+            s.never_delivered,
+            mib(s.herald.peak_rss_mib)
+        )
+    };
+    let mut lines = vec![
+        "## https against http".to_owned(),
+        String::new(),
+        "| receiver | ingest req/s | delivered/s | delivery p50 ms | delivery p99 ms \
+         | delivery max ms | bad signatures | never delivered | peak RSS MiB |"
+            .to_owned(),
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|".to_owned(),
+        row("http", http),
+        row("https (rustls, ring)", tls),
+        String::new(),
+        format!(
+            "- https delivered/s ÷ http delivered/s: {:.0} / {:.0} = {ratio:.2} \
+             (target ≥ {MIN_HTTPS_RATIO:.2}) {}",
+            tls.delivered_per_sec,
+            http.delivered_per_sec,
+            pass_fail(r.pass.https_ratio.unwrap_or(false))
+        ),
+    ];
+    push_errors(&mut lines, "→ https receiver", &tls.ingest);
+    for l in &tls.undelivered_lookups {
+        lines.push(format!("- undelivered (https): {l}"));
+    }
+    Some(lines.join("\n"))
+}
+
 fn push_errors(lines: &mut Vec<String>, name: &str, r: &LoadReport) {
     for (status, n) in &r.non_2xx {
         lines.push(format!("- {name}: HTTP {status} × {n}"));
@@ -930,7 +1006,30 @@ pub async fn run(opts: DeliverOptions) -> Result<()> {
     eprintln!("{}", header_line(&opts, nproc));
 
     let ingest_only = phase_ingest_only(&opts, &binary, &signer).await?;
-    let steady = phase_steady(&opts, &binary, &signer).await?;
+    let steady = phase_steady(&opts, &binary, &signer, false).await?;
+    let steady_https = if opts.https {
+        Some(phase_steady(&opts, &binary, &signer, true).await?)
+    } else {
+        None
+    };
+    let https_ratio = steady_https.as_ref().map(|tls| {
+        if steady.delivered_per_sec > 0.0 {
+            tls.delivered_per_sec / steady.delivered_per_sec
+        } else {
+            0.0
+        }
+    });
+    if let (Some(tls), Some(ratio)) = (&steady_https, https_ratio) {
+        eprintln!(
+            "https: {:.0} delivered/s vs {:.0} over http ({ratio:.2}); delivery p50 {:.2} ms \
+             p99 {:.2} ms; {} never delivered\n",
+            tls.delivered_per_sec,
+            steady.delivered_per_sec,
+            tls.e2e_p50_ms,
+            tls.e2e_p99_ms,
+            tls.never_delivered
+        );
+    }
     let e2e_ratio = if ingest_only.ingest.req_per_sec > 0.0 {
         steady.delivered_per_sec / ingest_only.ingest.req_per_sec
     } else {
@@ -951,6 +1050,7 @@ pub async fn run(opts: DeliverOptions) -> Result<()> {
 
     let pass = Verdicts {
         e2e_ratio: e2e_ratio >= MIN_E2E_RATIO,
+        https_ratio: https_ratio.map(|r| r >= MIN_HTTPS_RATIO),
         steady_none_undelivered: steady.accepted > 0 && steady.never_delivered == 0,
         backlog_none_lost: backlog.accepted > 0 && backlog.lost == 0,
         backlog_peak_rss: backlog
@@ -968,12 +1068,15 @@ pub async fn run(opts: DeliverOptions) -> Result<()> {
         ingest_only,
         steady,
         e2e_ratio,
+        steady_https,
+        https_ratio,
         backlog,
         pass,
     };
     println!(
-        "{}\n\n{}",
+        "{}\n\n{}{}",
         steady_markdown(&report),
+        https_markdown(&report).map_or_else(String::new, |md| md + "\n\n"),
         backlog_markdown(&report)
     );
     if opts.json {

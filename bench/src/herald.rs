@@ -58,6 +58,8 @@ pub struct Sink {
     pub url: String,
     /// Outbound signing secret, `whsec_<base64>`.
     pub secret: String,
+    /// For an https sink: the CA that signed its certificate (`delivery.ca_file`).
+    pub ca_file: Option<PathBuf>,
 }
 
 /// A running herald child plus its temp dir (removed on drop).
@@ -103,7 +105,20 @@ failure_threshold = 1000000
 /// receiver is on loopback), 100 attempts with backoff 200 ms … 2 s so a receiver that is down
 /// for a while loses nothing, and a circuit breaker that never opens in practice.
 fn config_toml(db_path: &Path, secret: &str, sink: Option<&Sink>) -> String {
-    let delivery = if sink.is_some() { DELIVERY_TOML } else { "" };
+    let delivery = match sink {
+        None => String::new(),
+        Some(Sink {
+            ca_file: Some(ca), ..
+        }) => DELIVERY_TOML.replacen(
+            "[delivery]\n",
+            &format!(
+                "[delivery]\nca_file = \"{}\"\n",
+                toml_escape(&ca.to_string_lossy())
+            ),
+            1,
+        ),
+        Some(_) => DELIVERY_TOML.to_owned(),
+    };
     let destinations = sink.map_or_else(String::new, |sink| {
         format!(
             r#"
@@ -462,6 +477,7 @@ mod tests {
     #[test]
     fn config_with_a_sink_delivers_everything_there() {
         let sink = Sink {
+            ca_file: None,
             url: "http://127.0.0.1:4321/hooks".to_owned(),
             secret: "whsec_out".to_owned(),
         };

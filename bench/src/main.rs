@@ -126,6 +126,10 @@ struct DeliverArgs {
     /// herald runs its opt-out check before every delivery. Off by default.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     recipients: Option<u64>,
+    /// Also run the steady state against an https receiver (a CA made at start, trusted
+    /// through `delivery.ca_file`) and compare it with the http one.
+    #[arg(long)]
+    https: bool,
     /// Also print the figures as JSON on the last line of stdout.
     #[arg(long)]
     json: bool,
@@ -205,6 +209,7 @@ async fn main() -> Result<()> {
                 warmup: Duration::from_secs(args.shape.warmup_secs),
                 body_bytes: to_usize(args.shape.body_bytes)?,
                 recipients: args.recipients,
+                https: args.https,
                 backlog: args.backlog,
                 drain_timeout: Duration::from_secs(args.drain_timeout_secs),
                 herald: args.herald,

@@ -698,6 +698,7 @@ fn idle_settings() -> Settings {
                 open_for: Duration::from_secs(30),
             },
             configured: Vec::new(),
+            extra_roots: Vec::new(),
         },
         budgets: herald_actors::perf::budgets::default_budgets(),
         alerts_destination: None,

@@ -13,6 +13,10 @@
 //!
 //! Like the bare server, it runs on a runtime of its own on a dedicated thread, so it competes
 //! for the cores the way a separate process would.
+//!
+//! With [`Receiver::start_tls`] it serves https instead, with a certificate for `127.0.0.1`
+//! signed by a CA made at start ([`TestPki`]); herald trusts that CA through
+//! `delivery.ca_file`, as an operator with a private CA would.
 
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
@@ -28,9 +32,13 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use rustls::ServerConfig;
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 
 use crate::sign::Signer;
 
@@ -138,7 +146,12 @@ async fn handle(
 }
 
 /// Accepts connections until `stopped` fires; open connections die with the runtime.
-async fn serve(listener: TcpListener, shared: Arc<Shared>, stopped: oneshot::Receiver<()>) {
+async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    tls: Option<TlsAcceptor>,
+    stopped: oneshot::Receiver<()>,
+) {
     tokio::pin!(stopped);
     loop {
         let (stream, _peer) = tokio::select! {
@@ -154,12 +167,71 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>, stopped: oneshot::Rec
         };
         let _ = stream.set_nodelay(true);
         let shared = Arc::clone(&shared);
+        let tls = tls.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| handle(req, Arc::clone(&shared)));
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let builder = http1::Builder::new();
+            match tls {
+                None => {
+                    let _ = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                }
+                Some(tls) => match tls.accept(stream).await {
+                    Ok(stream) => {
+                        let _ = builder
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    }
+                    Err(e) => eprintln!("receiver: TLS handshake failed: {e}"),
+                },
+            }
         });
+    }
+}
+
+/// A CA made at start and a server certificate for `127.0.0.1` it signed.
+pub struct TestPki {
+    ca_pem: String,
+    leaf: rustls::pki_types::CertificateDer<'static>,
+    leaf_key: Vec<u8>,
+}
+
+impl std::fmt::Debug for TestPki {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestPki").finish_non_exhaustive()
+    }
+}
+
+impl TestPki {
+    pub fn new() -> Result<Self> {
+        let mut ca = CertificateParams::new(Vec::<String>::new())?;
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate()?)?;
+        let key = KeyPair::generate()?;
+        let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()])?.signed_by(&key, &*ca)?;
+        Ok(Self {
+            ca_pem: ca.pem(),
+            leaf: leaf.der().clone(),
+            leaf_key: key.serialize_der(),
+        })
+    }
+
+    /// The CA certificate, PEM: what herald's `delivery.ca_file` holds.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// rustls on ring, as herald uses it; ALPN `http/1.1`.
+    fn server_config(&self) -> Result<Arc<ServerConfig>> {
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.leaf_key.clone()));
+        let mut config =
+            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()?
+                .with_no_client_auth()
+                .with_single_cert(vec![self.leaf.clone()], key)?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
     }
 }
 
@@ -180,6 +252,28 @@ impl Receiver {
         workers: usize,
         verifier: Signer,
         body_bytes: usize,
+    ) -> Result<Self> {
+        Self::spawn(listen, workers, verifier, body_bytes, None)
+    }
+
+    /// [`Receiver::start`], serving https with `pki`'s certificate.
+    pub fn start_tls(
+        listen: SocketAddr,
+        workers: usize,
+        verifier: Signer,
+        body_bytes: usize,
+        pki: &TestPki,
+    ) -> Result<Self> {
+        let acceptor = TlsAcceptor::from(pki.server_config()?);
+        Self::spawn(listen, workers, verifier, body_bytes, Some(acceptor))
+    }
+
+    fn spawn(
+        listen: SocketAddr,
+        workers: usize,
+        verifier: Signer,
+        body_bytes: usize,
+        tls: Option<TlsAcceptor>,
     ) -> Result<Self> {
         if !listen.ip().is_loopback() {
             return Err(anyhow!("refusing to listen on non-loopback {listen}"));
@@ -207,7 +301,7 @@ impl Receiver {
             .spawn(move || {
                 rt.block_on(async move {
                     match TcpListener::from_std(std_listener) {
-                        Ok(listener) => serve(listener, serving, stopped).await,
+                        Ok(listener) => serve(listener, serving, tls, stopped).await,
                         Err(e) => eprintln!("receiver: {e}"),
                     }
                 });

@@ -1,9 +1,10 @@
 //! Stage 5: the files the config names are read, so `check-config` finds an unreadable or
 //! empty certificate file before `serve` needs it.
 //!
-//! Only what can be told from the file alone is checked here: readable, and PEM holding what
-//! the key says. Whether a key matches its certificate belongs next to the TLS setup that
-//! loads them.
+//! First what can be told from each file alone: readable, and PEM holding what the key says.
+//! Files that pass are then loaded the way `serve` loads them ([`crate::tls`]): the
+//! certificate and key must be usable by rustls and the key must be the certificate's, and
+//! every certificate in `delivery.ca_file` must be a usable root.
 
 use std::path::Path;
 
@@ -32,7 +33,7 @@ pub(super) fn check(raw: &RawConfig) -> Vec<ConfigError> {
             Pem::Certificate,
         ),
     ];
-    files
+    let mut problems: Vec<ConfigError> = files
         .into_iter()
         .filter(|(_, path, _)| !path.is_empty())
         .filter_map(|(key, path, kind)| {
@@ -40,7 +41,37 @@ pub(super) fn check(raw: &RawConfig) -> Vec<ConfigError> {
                 .err()
                 .map(|message| ConfigError::new(key, format!("{message}: `{path}`")))
         })
-        .collect()
+        .collect();
+    let fine = |key: &str, path: &str| {
+        !path.is_empty() && !problems.iter().any(|problem| problem.key == key)
+    };
+    let (cert, key) = (raw.server.tls_cert.as_str(), raw.server.tls_key.as_str());
+    let pair = (fine("server.tls_cert", cert) && fine("server.tls_key", key))
+        .then(|| crate::tls::check_pair(Path::new(cert), Path::new(key)).err())
+        .flatten();
+    let ca = raw.delivery.ca_file.as_str();
+    let roots = fine("delivery.ca_file", ca)
+        .then(|| crate::tls::load_roots(Path::new(ca)).err())
+        .flatten();
+    problems.extend(pair.map(|e| ConfigError::new(tls_key_of(&e, Path::new(key)), e.to_string())));
+    problems.extend(roots.map(|e| ConfigError::new("delivery.ca_file", e.to_string())));
+    problems
+}
+
+/// Which of the two TLS keys a loading error is about.
+fn tls_key_of(error: &crate::tls::TlsError, key: &Path) -> &'static str {
+    use crate::tls::TlsError;
+    match error {
+        TlsError::NoKey(_) | TlsError::KeyMismatch { .. } => "server.tls_key",
+        TlsError::Read { path, .. }
+        | TlsError::Pem { path, .. }
+        | TlsError::Unusable { path, .. }
+            if path == key =>
+        {
+            "server.tls_key"
+        }
+        _ => "server.tls_cert",
+    }
 }
 
 /// What a PEM file must hold at least one of.

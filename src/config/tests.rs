@@ -752,7 +752,7 @@ fn a_route_budget_the_perf_monitor_would_refuse_does_not_load() {
     assert_eq!(keys(load(&text)), ["budgets[0].metric"]);
     let text = format!("{TOKEN}[[budgets]]\nmetric = \"route:GET /caf\\u00e9\"\np75_max = 1\n");
     let config = ok(&text);
-    assert_eq!(crate::settings(&config).budgets, config.budgets);
+    assert_eq!(crate::settings(&config, Vec::new()).budgets, config.budgets);
 }
 
 #[test]
@@ -889,15 +889,21 @@ fn temp_file(name: &str, contents: &str) -> (tempfile::TempDir, String) {
     (dir, path)
 }
 
-const CERT_PEM: &str =
-    "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIU\n-----END CERTIFICATE-----\n";
-const KEY_PEM: &str =
-    "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49\n-----END PRIVATE KEY-----\n";
+/// A real self-signed certificate and its key, as PEM (the files are loaded as `serve` would).
+fn cert_and_key() -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    (cert.pem(), key.serialize_pem())
+}
 
 #[test]
 fn tls_files_come_in_pairs_and_must_be_readable_pem() {
-    let (_cert_dir, cert) = temp_file("cert.pem", CERT_PEM);
-    let (_key_dir, key) = temp_file("key.pem", KEY_PEM);
+    let (cert_pem, key_pem) = cert_and_key();
+    let (_cert_dir, cert) = temp_file("cert.pem", &cert_pem);
+    let (_key_dir, key) = temp_file("key.pem", &key_pem);
     let config = ok(&format!(
         "{TOKEN}[server]\ntls_cert = \"{cert}\"\ntls_key = \"{key}\"\n"
     ));
@@ -932,11 +938,24 @@ fn tls_files_come_in_pairs_and_must_be_readable_pem() {
         ))),
         ["server.tls_cert", "server.tls_key"]
     );
+    // Both readable PEM, but the key is another certificate's.
+    let (_other_dir, other_key) = temp_file("other.pem", &cert_and_key().1);
+    let message = only_problem(
+        load(&format!(
+            "{TOKEN}[server]\ntls_cert = \"{cert}\"\ntls_key = \"{other_key}\"\n"
+        )),
+        "server.tls_key",
+    );
+    assert!(
+        message.contains("does not match the certificate"),
+        "{message}"
+    );
 }
 
 #[test]
 fn ca_file_must_hold_a_certificate() {
-    let (_dir, ca) = temp_file("ca.pem", &format!("# a comment\n{CERT_PEM}{CERT_PEM}"));
+    let (one, two) = (cert_and_key().0, cert_and_key().0);
+    let (_dir, ca) = temp_file("ca.pem", &format!("# a comment\n{one}{two}"));
     let config = ok(&format!("{TOKEN}[delivery]\nca_file = \"{ca}\"\n"));
     assert_eq!(config.delivery.ca_file, Some(ca.into()));
 

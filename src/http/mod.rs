@@ -43,7 +43,7 @@ pub mod fuzzing {
 
     /// What a loaded config becomes for the actors, as at startup (it cannot fail).
     pub fn settings(config: &crate::config::Config) -> herald_actors::Settings {
-        crate::settings(config)
+        crate::settings(config, Vec::new())
     }
 }
 

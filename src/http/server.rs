@@ -5,6 +5,11 @@
 //! HTTP/1.1 with keep-alive, a header-read timeout against slowloris, bounded header count and
 //! size, and graceful shutdown: on the signal, stop accepting, let in-flight requests finish
 //! within the grace period, then drop what remains.
+//!
+//! With TLS configured, each accepted connection does its handshake inside its own task (the
+//! loop never waits on a client), bounded by the header-read timeout like the request head
+//! that follows; the connection permit is held from before `accept` to the end, handshake
+//! included. The acceptor's certificate can be swapped at any time (see [`crate::tls`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,11 +22,13 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 use super::response::Resp;
+use crate::tls::ServerTls;
 
 /// Resolves once `stop` turns true (or its sender is gone). The borrow guard of
 /// `wait_for` is dropped here, inside, so callers' futures stay `Send`.
@@ -41,12 +48,14 @@ pub struct Limits {
     pub shutdown_grace: Duration,
 }
 
-/// Serves `listener` until `shutdown` turns true, then drains within the grace period.
+/// Serves `listener` (over TLS when `tls` is set) until `shutdown` turns true, then drains
+/// within the grace period.
 pub async fn serve(
     name: &'static str,
     listener: TcpListener,
     handler: Handler,
     limits: Limits,
+    tls: Option<ServerTls>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
@@ -88,14 +97,24 @@ pub async fn serve(
             let fut = handler(req, peer);
             async move { Ok::<_, std::convert::Infallible>(fut.await) }
         });
-        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let (builder, watcher) = (builder.clone(), graceful.watcher());
+        let tls = tls.clone();
+        let handshake_timeout = limits.header_read_timeout;
         // Reap finished tasks as we go, so the set holds only live connections.
         while connections.try_join_next().is_some() {}
         connections.spawn(async move {
-            // Errors here are clients misbehaving (resets, malformed requests, timeouts):
-            // hyper has already answered what could be answered.
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            match tls {
+                None => serve_connection(&builder, watcher, stream, service, peer).await,
+                Some(tls) => {
+                    let accepting = tls.acceptor().accept(stream);
+                    match tokio::time::timeout(handshake_timeout, accepting).await {
+                        Ok(Ok(stream)) => {
+                            serve_connection(&builder, watcher, stream, service, peer).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
             }
             drop(permit);
         });
@@ -113,6 +132,29 @@ pub async fn serve(
     // Whatever is still running (a request whose body never finishes, say) is dropped now,
     // closing its connection, rather than left to its own deadline.
     connections.shutdown().await;
+}
+
+/// Serves one connection (plain or TLS) until it closes or the graceful shutdown ends it.
+async fn serve_connection<I, S>(
+    builder: &http1::Builder,
+    watcher: Watcher,
+    io: I,
+    service: S,
+    peer: SocketAddr,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<Request<Incoming>, Response = Resp> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    // Errors here are clients misbehaving (resets, malformed requests, timeouts): hyper has
+    // already answered what could be answered.
+    if let Err(e) = watcher
+        .watch(builder.serve_connection(TokioIo::new(io), service))
+        .await
+    {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
 }
 
 /// The most bytes a request line plus headers may take.

@@ -95,6 +95,20 @@ impl Server {
         Self::launch(dir, extra, &[]).await
     }
 
+    /// [`Server::start_in`] with environment overrides.
+    pub async fn start_in_with_env(
+        dir: tempfile::TempDir,
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
+        Self::launch(dir, extra, env).await
+    }
+
+    /// Reloads the inbound TLS certificate, as SIGHUP does (see `herald::Running::reload_tls`).
+    pub fn reload_tls(&self) -> Result<bool, herald::tls::TlsError> {
+        self.running.as_ref().unwrap().reload_tls()
+    }
+
     async fn launch(dir: tempfile::TempDir, extra: &str, env: &[(&str, &str)]) -> Self {
         let config = config_text(&dir, extra);
         let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
@@ -257,7 +271,9 @@ pub fn signed(source: &str, id: &str, ts: i64, body: &[u8]) -> Vec<(String, Stri
     }
 }
 
+pub mod process;
 pub mod receiver;
+pub mod tls;
 
 /// A `[delivery]` table for tests: loopback receivers allowed, fast retries.
 pub fn fast_delivery(max_attempts: u32) -> String {

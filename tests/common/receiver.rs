@@ -1,4 +1,5 @@
-//! A real HTTP receiver on 127.0.0.1 that records every request and answers from a script.
+//! A real HTTP receiver on 127.0.0.1 that records every request and answers from a script;
+//! over TLS with [`Receiver::start_tls`].
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::VecDeque;
@@ -20,6 +21,25 @@ pub struct Received {
     pub path: String,
     pub headers: http::HeaderMap,
     pub body: Bytes,
+}
+
+impl Received {
+    /// Whether `webhook-signature` holds a valid Standard Webhooks signature of this request
+    /// under `secret` (`whsec_…`), checked the way a receiver does, independently of herald.
+    pub fn signed_with(&self, secret: &str) -> bool {
+        let header = |name: &str| self.headers.get(name).and_then(|v| v.to_str().ok());
+        let (Some(id), Some(ts), Some(signatures)) = (
+            header("webhook-id"),
+            header("webhook-timestamp").and_then(|t| t.parse::<i64>().ok()),
+            header("webhook-signature"),
+        ) else {
+            return false;
+        };
+        let expected = super::std_headers_with(secret, id, ts, &self.body)[2]
+            .1
+            .clone();
+        signatures.split(' ').any(|sig| sig == expected)
+    }
 }
 
 /// An answer: status, extra headers, body.
@@ -55,6 +75,8 @@ struct Script {
 #[derive(Clone)]
 pub struct Receiver {
     pub addr: SocketAddr,
+    /// `http`, or `https` when serving TLS.
+    scheme: &'static str,
     received: Arc<Mutex<Vec<Received>>>,
     script: Arc<Mutex<Script>>,
     task: Arc<tokio::task::JoinHandle<()>>,
@@ -68,8 +90,19 @@ impl Receiver {
 
     /// Starts on a given address (to come back on the same port after a stop).
     pub async fn start_on(addr: &str) -> Self {
+        Self::spawn(addr, None).await
+    }
+
+    /// Starts an https receiver presenting `config`'s certificate. Handshakes that fail
+    /// (herald refusing the certificate) are not requests and are not recorded.
+    pub async fn start_tls(config: Arc<rustls::ServerConfig>) -> Self {
+        Self::spawn("127.0.0.1:0", Some(tokio_rustls::TlsAcceptor::from(config))).await
+    }
+
+    async fn spawn(addr: &str, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let received: Arc<Mutex<Vec<Received>>> = Arc::default();
         let script: Arc<Mutex<Script>> = Arc::default();
         let (rec, scr) = (received.clone(), script.clone());
@@ -78,7 +111,7 @@ impl Receiver {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (rec, scr) = (rec.clone(), scr.clone());
+                let (rec, scr, tls) = (rec.clone(), scr.clone(), tls.clone());
                 tokio::spawn(async move {
                     let service = service_fn(move |req: Request<hyper::body::Incoming>| {
                         let (rec, scr) = (rec.clone(), scr.clone());
@@ -109,22 +142,42 @@ impl Receiver {
                             Ok::<_, std::convert::Infallible>(resp)
                         }
                     });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let builder = http1::Builder::new();
+                    match tls {
+                        None => {
+                            let _ = builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        }
+                        Some(tls) => {
+                            if let Ok(stream) = tls.accept(stream).await {
+                                let _ = builder
+                                    .serve_connection(TokioIo::new(stream), service)
+                                    .await;
+                            }
+                        }
+                    }
                 });
             }
         });
         Self {
             addr,
+            scheme,
             received,
             script,
             task: Arc::new(task),
         }
     }
 
+    /// The URL of `path` on this receiver, by address.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}://{}{path}", self.scheme, self.addr)
+    }
+
+    /// The URL of `path` under a host name (which resolves to 127.0.0.1), for certificates
+    /// issued to names.
+    pub fn url_named(&self, host: &str, path: &str) -> String {
+        format!("{}://{host}:{}{path}", self.scheme, self.addr.port())
     }
 
     /// Answer these, in order, before falling back to the default.

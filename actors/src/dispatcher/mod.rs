@@ -18,6 +18,7 @@ pub mod messages;
 pub mod outbound;
 pub mod retry;
 pub mod ssrf;
+pub mod tls;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -28,11 +29,9 @@ use herald_storage::{
     Attempt, AttemptUpdate, AuditEntry, CircuitRecord, DestinationRecord, DueDelivery, MessageId,
     Outcome, Recipient,
 };
-use hyper_util::rt::TokioExecutor;
 use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
-use crate::dispatcher::ssrf::GuardedConnector;
 use crate::dlq::DlqMsg;
 use crate::metrics::{DestinationLabels, Metrics};
 use crate::perf::monitor::PerfEvent;
@@ -63,6 +62,8 @@ pub struct DeliverySettings {
     pub breaker: BreakerPolicy,
     /// Destinations defined in the config file, applied at every start.
     pub configured: Vec<(String, DestinationRecord)>,
+    /// Trusted for `https` besides Mozilla's roots (`delivery.ca_file`).
+    pub extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 /// What a finished attempt means.
@@ -239,11 +240,12 @@ impl Actor for Dispatcher {
             .collect();
         publish_routes(&core, &destinations);
 
-        let connector = GuardedConnector::new(settings.allow_private, settings.timeout);
-        let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(MAX_IN_FLIGHT_PER_DESTINATION)
-            .build(connector);
+        let client = outbound::client(
+            settings.allow_private,
+            settings.timeout,
+            &settings.extra_roots,
+            MAX_IN_FLIGHT_PER_DESTINATION,
+        )?;
 
         let ticker = myself.send_interval(TICK, || DispatcherMsg::Scan);
         // New work is signalled through a `Notify` by whoever committed it (the ingress, the

@@ -5,6 +5,10 @@
 //! `webhook-signature`, and receivers accept either). `webhook-id` is the message id, the same
 //! on every attempt, so receivers can deduplicate. Redirects are never followed: a 3xx is a
 //! failure like any non-2xx. A failed attempt is a value, never an error or a panic.
+//!
+//! One client serves every destination. Its pool keeps keep-alive connections per scheme and
+//! authority, so each destination reuses its own (TLS sessions included); every new
+//! connection is opened by the SSRF guard, and for `https` carries TLS on top of it.
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -12,13 +16,40 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::CertificateDer;
 
 use crate::dispatcher::ssrf::GuardedConnector;
+use crate::dispatcher::tls;
 use crate::verifier::schemes::sign_standard;
 
 /// The HTTP client shared by all attempts: pooled keep-alive connections, every one opened
 /// through the SSRF guard.
 pub type HttpClient = Client<GuardedConnector, Full<Bytes>>;
+
+/// How long an idle pooled connection is kept.
+const POOL_IDLE: Duration = Duration::from_secs(30);
+
+/// The client: connections through the SSRF guard (`allow_private` as configured, each
+/// step bounded by `connect_timeout`), TLS trusting Mozilla's roots plus `extra_roots`, at
+/// most `max_idle_per_host` idle connections kept per destination. Fails only on an extra
+/// root that is not a usable CA certificate.
+pub fn client(
+    allow_private: bool,
+    connect_timeout: Duration,
+    extra_roots: &[CertificateDer<'static>],
+    max_idle_per_host: usize,
+) -> Result<HttpClient, rustls::Error> {
+    let connector = GuardedConnector::new(
+        allow_private,
+        connect_timeout,
+        tls::client_config(extra_roots)?,
+    );
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(POOL_IDLE)
+        .pool_max_idle_per_host(max_idle_per_host)
+        .build(connector))
+}
 
 /// How much of a response body is kept with the attempt.
 pub const RESPONSE_BODY_LIMIT: usize = 4096;

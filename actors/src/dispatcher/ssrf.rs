@@ -39,22 +39,26 @@
 //! network) turns the address and local-name checks off; the syntax checks (scheme, credentials,
 //! host, port, IPv4 spelling) always apply.
 //!
-//! # Limits
+//! # TLS
 //!
-//! Only plain `http` is delivered for now: the project has no TLS stack yet, so the connector
-//! answers `https` with an error ("https not supported yet"). [`check_url`] accepts `https`
-//! destinations already, so they can be configured ahead of that.
-
+//! For `https` the connector runs the TLS handshake ([`super::tls`]) on top of the TCP stream
+//! it connected to a checked address, so the guard sees every address before any TLS byte is
+//! sent; the certificate is verified against the URL's host name, never the address.
+//!
 use std::fmt;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::Uri;
 use hyper_util::rt::TokioIo;
+use rustls::ClientConfig;
 use tokio::net::TcpStream;
+
+use super::tls::{self, Stream, TlsFailure};
 
 /// Why a destination (or a resolved address) is not allowed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -588,8 +592,9 @@ pub enum ConnectError {
     /// Every address the host resolved to is refused (or the URI itself is).
     #[error("destination_not_allowed: {0}")]
     NotAllowed(Refusal),
-    #[error("https not supported yet")]
-    HttpsUnsupported,
+    /// The TLS handshake failed or the certificate was refused; the text says which.
+    #[error(transparent)]
+    Tls(TlsFailure),
     #[error("could not resolve {host}: {source}")]
     Resolve {
         host: String,
@@ -611,43 +616,46 @@ pub enum ConnectError {
 }
 
 /// A hyper-util connector that connects only to allowed addresses: it resolves the host,
-/// drops refused addresses, and connects to the remaining ones in order, by address.
+/// drops refused addresses, connects to the remaining ones in order, by address, and for
+/// `https` runs the TLS handshake on that connection.
 ///
 /// ```text
+/// let tls = tls::client_config(&[])?;
 /// let client = Client::builder(TokioExecutor::new())
-///     .build::<_, String>(GuardedConnector::new(false, Duration::from_secs(5)));
+///     .build::<_, String>(GuardedConnector::new(false, Duration::from_secs(5), tls));
 /// ```
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct GuardedConnector {
     allow_private: bool,
-    /// Bounds the lookup, and each connection attempt.
+    /// Bounds the lookup, each connection attempt, and (halved) the TLS handshake.
     connect_timeout: Duration,
+    tls: Arc<ClientConfig>,
 }
 
 /// The future of [`GuardedConnector`]'s `call`.
-pub type Connecting =
-    Pin<Box<dyn Future<Output = Result<TokioIo<TcpStream>, ConnectError>> + Send>>;
+pub type Connecting = Pin<Box<dyn Future<Output = Result<TokioIo<Stream>, ConnectError>> + Send>>;
 
 impl GuardedConnector {
-    pub fn new(allow_private: bool, connect_timeout: Duration) -> Self {
+    pub fn new(allow_private: bool, connect_timeout: Duration, tls: Arc<ClientConfig>) -> Self {
         Self {
             allow_private,
             connect_timeout,
+            tls,
         }
     }
 
-    /// Connects to `dst` (`http` only for now), with `TCP_NODELAY` set.
-    pub async fn connect(self, dst: Uri) -> Result<TokioIo<TcpStream>, ConnectError> {
-        match dst.scheme_str().map(str::to_ascii_lowercase).as_deref() {
-            Some("http") => {}
-            Some("https") => return Err(ConnectError::HttpsUnsupported),
+    /// Connects to `dst`, with `TCP_NODELAY` set; for `https`, completes the TLS handshake.
+    pub async fn connect(self, dst: Uri) -> Result<TokioIo<Stream>, ConnectError> {
+        let scheme = match dst.scheme_str().map(str::to_ascii_lowercase).as_deref() {
+            Some("http") => Scheme::Http,
+            Some("https") => Scheme::Https,
             other => {
                 let scheme = other.unwrap_or_default();
                 return Err(ConnectError::NotAllowed(Refusal::Scheme(clip(scheme))));
             }
-        }
+        };
         let (host, port) = host_and_port(&dst).map_err(ConnectError::NotAllowed)?;
-        let port = port.unwrap_or(Scheme::Http.default_port());
+        let port = port.unwrap_or(scheme.default_port());
         let host = host
             .strip_prefix('[')
             .and_then(|h| h.strip_suffix(']'))
@@ -670,12 +678,22 @@ impl GuardedConnector {
         if let Err(e) = stream.set_nodelay(true) {
             tracing::warn!(error = %e, "could not set TCP_NODELAY");
         }
+        let stream = match scheme {
+            Scheme::Http => Stream::Plain(stream),
+            Scheme::Https => {
+                let budget = tls::handshake_budget(after);
+                let tls = tls::handshake(self.tls, host, stream, budget)
+                    .await
+                    .map_err(ConnectError::Tls)?;
+                Stream::Tls(Box::new(tls))
+            }
+        };
         Ok(TokioIo::new(stream))
     }
 }
 
 impl tower_service::Service<Uri> for GuardedConnector {
-    type Response = TokioIo<TcpStream>;
+    type Response = TokioIo<Stream>;
     type Error = ConnectError;
     type Future = Connecting;
 
@@ -684,7 +702,7 @@ impl tower_service::Service<Uri> for GuardedConnector {
     }
 
     fn call(&mut self, dst: Uri) -> Self::Future {
-        Box::pin(self.connect(dst))
+        Box::pin(self.clone().connect(dst))
     }
 }
 
@@ -1252,10 +1270,14 @@ mod tests {
 
     const TIMEOUT: Duration = Duration::from_secs(2);
 
+    fn connector(allow_private: bool) -> GuardedConnector {
+        GuardedConnector::new(allow_private, TIMEOUT, tls::client_config(&[]).unwrap())
+    }
+
     #[tokio::test]
     async fn connector_refuses_loopback_literal_without_connecting() {
         let (listener, port) = listener().await;
-        let mut connector = GuardedConnector::new(false, TIMEOUT);
+        let mut connector = connector(false);
         let err = connector
             .call(uri(&format!("http://127.0.0.1:{port}/")))
             .await
@@ -1270,7 +1292,7 @@ mod tests {
     async fn connector_refuses_a_name_that_resolves_to_loopback() {
         // The DNS rebinding defence: the name passes no literal check, its answer is refused.
         let (listener, port) = listener().await;
-        let mut connector = GuardedConnector::new(false, TIMEOUT);
+        let mut connector = connector(false);
         let err = connector
             .call(uri(&format!("http://localhost:{port}/")))
             .await
@@ -1285,7 +1307,7 @@ mod tests {
     #[tokio::test]
     async fn connector_refuses_mapped_loopback_literal() {
         let (listener, port) = listener().await;
-        let mut connector = GuardedConnector::new(false, TIMEOUT);
+        let mut connector = connector(false);
         let err = connector
             .call(uri(&format!("http://[::ffff:127.0.0.1]:{port}/")))
             .await
@@ -1297,7 +1319,7 @@ mod tests {
     #[tokio::test]
     async fn connector_connects_when_private_is_allowed() {
         let (listener, port) = listener().await;
-        let mut connector = GuardedConnector::new(true, TIMEOUT);
+        let mut connector = connector(true);
         let io = connector
             .call(uri(&format!("http://127.0.0.1:{port}/")))
             .await
@@ -1308,20 +1330,15 @@ mod tests {
             .unwrap();
         assert_eq!(
             server_side.peer_addr().unwrap(),
-            io.inner().local_addr().unwrap()
+            io.inner().tcp().local_addr().unwrap()
         );
-        assert!(io.inner().nodelay().unwrap());
+        assert!(io.inner().tcp().nodelay().unwrap());
     }
 
     #[tokio::test]
-    async fn connector_refuses_https_and_other_schemes() {
+    async fn connector_refuses_other_schemes_and_bad_ports() {
         let (listener, port) = listener().await;
-        let mut connector = GuardedConnector::new(true, TIMEOUT);
-        let err = connector
-            .call(uri(&format!("https://127.0.0.1:{port}/")))
-            .await
-            .unwrap_err();
-        assert_eq!(err.to_string(), "https not supported yet");
+        let mut connector = connector(true);
         let err = connector
             .call(uri(&format!("ftp://127.0.0.1:{port}/")))
             .await
@@ -1333,6 +1350,39 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("invalid port"), "{err}");
         assert_no_connection(&listener).await;
+    }
+
+    #[tokio::test]
+    async fn https_is_guarded_before_any_tls() {
+        // The address check comes first: no TCP connection, so no handshake either.
+        let (listener, port) = listener().await;
+        let err = connector(false)
+            .call(uri(&format!("https://127.0.0.1:{port}/")))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ConnectError::NotAllowed(_)), "{err:?}");
+        assert_no_connection(&listener).await;
+    }
+
+    #[tokio::test]
+    async fn a_stalled_handshake_is_reported_as_such() {
+        // The listener accepts TCP and never answers the ClientHello.
+        let (listener, port) = listener().await;
+        let held = tokio::spawn(async move { listener.accept().await.map(|(s, _)| s) });
+        let connector = GuardedConnector::new(
+            true,
+            Duration::from_millis(400),
+            tls::client_config(&[]).unwrap(),
+        );
+        let err = connector
+            .connect(uri(&format!("https://127.0.0.1:{port}/")))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "TLS: handshake with 127.0.0.1 timed out after 200 ms"
+        );
+        drop(held);
     }
 
     #[tokio::test]
@@ -1361,8 +1411,7 @@ mod tests {
     async fn plugs_into_the_hyper_client() {
         // Refused: the error surfaces through the client, nothing reaches the listener.
         let (listener, port) = listener().await;
-        let client = Client::builder(TokioExecutor::new())
-            .build::<_, String>(GuardedConnector::new(false, TIMEOUT));
+        let client = Client::builder(TokioExecutor::new()).build::<_, String>(connector(false));
         let request = http::Request::get(format!("http://127.0.0.1:{port}/hook"))
             .body(String::new())
             .unwrap();
@@ -1399,8 +1448,7 @@ mod tests {
                 .unwrap();
             request
         });
-        let client = Client::builder(TokioExecutor::new())
-            .build::<_, String>(GuardedConnector::new(true, TIMEOUT));
+        let client = Client::builder(TokioExecutor::new()).build::<_, String>(connector(true));
         let request = http::Request::get(format!("http://127.0.0.1:{port}/hook"))
             .body(String::new())
             .unwrap();
