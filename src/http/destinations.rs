@@ -7,8 +7,8 @@
 use std::time::SystemTime;
 
 use herald_actors::dispatcher::breaker::BreakerPolicy;
-use herald_actors::dispatcher::circuit_from_record;
 use herald_actors::dispatcher::ssrf::{self, Refusal};
+use herald_actors::dispatcher::{circuit_from_record, rotation};
 use herald_actors::unix_ms;
 use herald_actors::verifier::schemes::{decode_whsec, encode_whsec};
 use herald_storage::{CircuitRecord, DestinationRecord};
@@ -22,9 +22,6 @@ use super::auth::Caller;
 use super::json_body;
 use super::response::{ApiError, Resp, empty, json, rfc3339};
 use crate::config::Channel;
-
-/// How long a rotated-out secret keeps signing, unless the request says otherwise.
-const DEFAULT_GRACE_SECS: u64 = 86_400;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -119,7 +116,8 @@ pub async fn create(
         event_types: check_event_types(req.event_types.unwrap_or_default())?,
         channel: check_channel(req.channel.as_deref().unwrap_or("webhook"))?,
         secret: secret.clone(),
-        previous_secret: None,
+        previous_secrets: Vec::new(),
+        config_secret_sha256: None,
         rate_limit_per_sec: check_rate(req.rate_limit_per_sec)?,
         enabled: req.enabled.unwrap_or(true),
         disabled_reason: None,
@@ -239,21 +237,31 @@ pub async fn rotate(
     let req: Rotate = json_body::read_or_default(app, headers, body).await?;
     let grace_ms = req
         .grace_secs
-        .unwrap_or(DEFAULT_GRACE_SECS)
-        .saturating_mul(1000);
+        .map_or(rotation::DEFAULT_GRACE_MS, |secs| secs.saturating_mul(1000));
     let secret = encode_whsec(&rand_key());
     let now = now_ms();
     let new_secret = secret.clone();
+    let refused = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let refusal = std::sync::Arc::clone(&refused);
     let updated = app
         .herald
         .store()
         .update_destination(name.to_owned(), move |r| {
-            let old = std::mem::replace(&mut r.secret, new_secret.clone());
-            r.previous_secret = Some((old, now.saturating_add(grace_ms)));
-            r.updated_at_ms = now;
+            let rotated = rotation::rotate(r, new_secret.clone(), grace_ms, now);
+            refusal.store(rotated.is_err(), std::sync::atomic::Ordering::Relaxed);
+            if rotated.is_ok() {
+                r.updated_at_ms = now;
+            }
         })
         .await?
         .ok_or_else(|| ApiError::not_found(format_args!("destination {name}")))?;
+    if refused.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            rotation::TooManySecrets.to_string(),
+        ));
+    }
     changed(app, name);
     // Never a secret in the audit trail: only that it happened, and the grace period.
     let grace = json!({"rotated": true, "grace_secs": grace_ms / 1000});
@@ -266,13 +274,21 @@ pub async fn rotate(
         Some(grace),
     )
     .await;
-    let previous_until = updated
-        .previous_secret
-        .as_ref()
-        .map(|(_, until)| rfc3339(*until));
+    // Each previous secret that still signs, newest first, with the end of its grace.
+    let until: Vec<String> = updated
+        .previous_secrets
+        .iter()
+        .rev()
+        .filter(|p| p.expires_at_ms > now)
+        .map(|p| rfc3339(p.expires_at_ms))
+        .collect();
     Ok(json(
         StatusCode::OK,
-        &json!({"secret": secret, "previous_secret_valid_until": previous_until}),
+        &json!({
+            "secret": secret,
+            "previous_secret_valid_until": until.first(),
+            "previous_secrets_valid_until": until,
+        }),
     ))
 }
 

@@ -44,7 +44,7 @@ pub use messages::{
 };
 pub use records::{
     Attempt, AuditEntry, BadMessageId, CircuitRecord, DeliveryRecord, DeliveryStatus,
-    DestinationRecord, MessageId, MessageRecord, Preferences, SuppressionRecord,
+    DestinationRecord, MessageId, MessageRecord, Preferences, PreviousSecret, SuppressionRecord,
 };
 pub use subjects::{AuditView, Erasure, NewSuppression, SubjectExport, SuppressionView, pseudonym};
 pub use writer::{BatchStats, CommitObserver, Completion};
@@ -521,6 +521,12 @@ impl Store {
         self.writer.is_running()
             && self.writer.is_committing()
             && self.read(|_| Ok(())).await.is_ok()
+    }
+
+    /// Whether writes are being committed: the writer runs and its last commit succeeded.
+    /// Cheap (two atomic loads), for callers that must not act on work they could not record.
+    pub fn accepts_writes(&self) -> bool {
+        self.writer.is_running() && self.writer.is_committing()
     }
 
     /// Commits everything queued so far, then stops the writer. Later writes fail with
