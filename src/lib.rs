@@ -56,6 +56,17 @@ impl Running {
 
 /// Starts herald on `config` and returns once both ports are listening.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
+    start_with(config, |path, options| Store::open(path, options)).await
+}
+
+/// [`start`], opening the store with `open`, given `storage.path` and the options herald needs
+/// (its commit observer). Tests open it on a fault-injection backend.
+pub async fn start_with<F>(config: Config, open: F) -> anyhow::Result<Running>
+where
+    F: FnOnce(&std::path::Path, herald_storage::Options) -> herald_storage::Result<Store>
+        + Send
+        + 'static,
+{
     let metrics = Arc::new(herald_actors::metrics::Metrics::new());
     let perf: herald_actors::PerfSink = Arc::default();
     let observed = Arc::clone(&metrics);
@@ -80,7 +91,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         ..herald_storage::Options::default()
     };
     let path = config.storage.path.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&path, options))
+    let store = tokio::task::spawn_blocking(move || open(&path, options))
         .await
         .context("opening storage")?
         .with_context(|| format!("opening storage at {}", config.storage.path.display()))?;
