@@ -64,6 +64,36 @@ fn check_config_names_every_bad_key_and_exits_2() {
 }
 
 #[test]
+fn check_config_reports_unknown_keys_and_bad_values_in_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[server]\ningest_listn = \"127.0.0.1:1\"\nmax_body_bytes = 0\n\
+         [api]\ntoken = \"test-token\"\n[log]\nlevel = \"nonsense\"\n",
+    )
+    .unwrap();
+    for command in ["check-config", "serve"] {
+        let out = Command::new(HERALD)
+            .args([command, "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{command}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let keys: Vec<&str> = stderr
+            .lines()
+            .filter_map(|line| line.split_once(": ").map(|(key, _)| key))
+            .collect();
+        assert_eq!(
+            keys,
+            ["server.ingest_listn", "server.max_body_bytes", "log.level"],
+            "{command}: {stderr}"
+        );
+    }
+}
+
+#[test]
 fn sign_prints_headers_that_verify() {
     let mut child = Command::new(HERALD)
         .args([

@@ -27,6 +27,7 @@
 
 pub mod breaker;
 pub mod fairness;
+pub mod headers;
 pub mod messages;
 pub mod outbound;
 pub mod retry;
