@@ -305,7 +305,24 @@ fn destination_record(d: &config::DestinationConfig) -> DestinationRecord {
         updated_at_ms: now,
         from_config: true,
         circuit: herald_storage::CircuitRecord::default(),
+        policy: herald_storage::DestinationPolicy {
+            timeout_ms: d.policy.timeout.map(millis),
+            max_attempts: d.policy.max_attempts,
+            backoff_base_ms: d.policy.backoff_base.map(millis),
+            backoff_max_ms: d.policy.backoff_max.map(millis),
+            headers: d
+                .headers
+                .iter()
+                .filter_map(|(name, value)| {
+                    Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+                })
+                .collect(),
+        },
     }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn scheme(config: &SchemeConfig) -> Scheme {

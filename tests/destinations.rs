@@ -397,3 +397,127 @@ async fn a_config_destination_keeps_rotated_secrets_across_restarts_and_a_new_fi
     assert_eq!(signed_with(&got, &known), known);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_destinations_own_max_attempts_and_headers_from_the_config_apply() {
+    let receiver = Receiver::start().await;
+    receiver.default_reply(Reply::status(500));
+    // [delivery] allows 5 attempts; this destination only 2, and it adds a header.
+    let config = fast_delivery(5)
+        + &destination("own", &receiver.url("/"))
+        + "max_attempts = 2\nbackoff_base_ms = 10\nheaders = { \"X-Team\" = \"orders\" }\n";
+    let server = Server::start(&config).await;
+    let id = server.accept_std("evt_own", br#"{"type":"x"}"#).await;
+    let msg = server.wait_delivery(&id, "dead", WAIT).await;
+    assert_eq!(
+        msg["deliveries"][0]["attempts"].as_array().unwrap().len(),
+        2,
+        "{msg}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = receiver.received();
+    assert_eq!(got.len(), 2, "no third attempt");
+    assert!(got.iter().all(|r| r.headers["x-team"] == "orders"));
+    let (status, dlq) = server.api_get("/v1/dlq?destination=own", ADMIN_TOKEN).await;
+    assert_eq!(status, 200);
+    assert_eq!(dlq["items"].as_array().unwrap().len(), 1, "{dlq}");
+    let (_, shown) = server.api_get("/v1/destinations/own", ADMIN_TOKEN).await;
+    assert_eq!(shown["max_attempts"], 2, "{shown}");
+    assert_eq!(shown["headers"]["x-team"], "orders", "{shown}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_policy_set_through_the_api_applies_and_bad_values_are_refused() {
+    let receiver = Receiver::start().await;
+    let server = Server::start(&fast_delivery(5)).await;
+    let (status, created) = server
+        .api_send(
+            Method::POST,
+            "/v1/destinations",
+            Some(json!({
+                "name": "api", "url": receiver.url("/"),
+                "timeout_ms": 1500, "max_attempts": 3,
+                "headers": {"X-Tenant": "acme", "Authorization": "Bearer t0ken"},
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["timeout_ms"], 1500);
+    assert_eq!(created["headers"]["x-tenant"], "acme");
+    let id = server.accept_std("evt_api", br#"{"type":"x"}"#).await;
+    server.wait_delivery(&id, "succeeded", WAIT).await;
+    let got = receiver.received();
+    assert_eq!(got[0].headers["x-tenant"], "acme");
+    assert_eq!(got[0].headers["authorization"], "Bearer t0ken");
+    assert!(
+        got[0].headers["webhook-signature"]
+            .to_str()
+            .unwrap()
+            .starts_with("v1,")
+    );
+
+    // PATCH: `null` removes an override, `headers` replaces them all.
+    let (status, patched) = server
+        .api_send(
+            Method::PATCH,
+            "/v1/destinations/api",
+            Some(json!({"max_attempts": null, "headers": {"x-other": "1"}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{patched}");
+    assert!(patched["max_attempts"].is_null(), "{patched}");
+    assert_eq!(patched["headers"], json!({"x-other": "1"}));
+
+    let refused = [
+        (
+            json!({"headers": {"Webhook-Id": "forged"}}),
+            "headers.Webhook-Id",
+        ),
+        (
+            json!({"headers": {"content-type": "text/plain"}}),
+            "headers.content-type",
+        ),
+        (json!({"headers": {"host": "elsewhere"}}), "headers.host"),
+        (
+            json!({"headers": {"content-length": "1"}}),
+            "headers.content-length",
+        ),
+        (json!({"headers": {"bad name": "x"}}), "headers.bad name"),
+        (json!({"headers": {"x-a": "line\r\nbreak"}}), "headers.x-a"),
+        (json!({"max_attempts": 0}), "max_attempts"),
+        (json!({"timeout_ms": 0}), "timeout_ms"),
+        (json!({"timeout_ms": -5}), "timeout_ms"),
+        (json!({"backoff_base_ms": 0}), "backoff_base_ms"),
+        (
+            json!({"backoff_max_ms": 500, "backoff_base_ms": 1000}),
+            "backoff_base_ms",
+        ),
+    ];
+    for (body, field) in refused {
+        for (method, path) in [
+            (Method::PATCH, "/v1/destinations/api".to_owned()),
+            (Method::POST, "/v1/destinations".to_owned()),
+        ] {
+            let mut body = body.clone();
+            if method == Method::POST {
+                body["name"] = json!("other");
+                body["url"] = json!(receiver.url("/"));
+            }
+            let (status, error) = server
+                .api_send(method.clone(), &path, Some(body.clone()))
+                .await;
+            assert_eq!(status, 400, "{method} {body}: {error}");
+            assert_eq!(error["error"]["code"], "invalid_request");
+            let message = error["error"]["message"].as_str().unwrap();
+            assert!(message.starts_with(field), "{body}: {message}");
+        }
+    }
+    // Nothing refused was stored.
+    let (_, shown) = server.api_get("/v1/destinations/api", ADMIN_TOKEN).await;
+    assert_eq!(shown["headers"], json!({"x-other": "1"}), "{shown}");
+    assert_eq!(shown["timeout_ms"], 1500);
+    let (status, _) = server.api_get("/v1/destinations/other", ADMIN_TOKEN).await;
+    assert_eq!(status, 404);
+    server.stop().await;
+}

@@ -8,10 +8,10 @@ use std::time::SystemTime;
 
 use herald_actors::dispatcher::breaker::BreakerPolicy;
 use herald_actors::dispatcher::ssrf::{self, Refusal};
-use herald_actors::dispatcher::{circuit_from_record, rotation};
+use herald_actors::dispatcher::{circuit_from_record, policy, rotation};
 use herald_actors::unix_ms;
 use herald_actors::verifier::schemes::{decode_whsec, encode_whsec};
-use herald_storage::{CircuitRecord, DestinationRecord};
+use herald_storage::{CircuitRecord, DestinationPolicy, DestinationRecord};
 use http::{HeaderMap, StatusCode};
 use hyper::body::Incoming;
 use serde::Deserialize;
@@ -40,6 +40,72 @@ pub(crate) struct Create {
     rate_limit_per_sec: Option<u32>,
     #[serde(default)]
     enabled: Option<bool>,
+    // Overrides of `[delivery]` and static headers (see `dispatcher::policy`).
+    #[allow(clippy::option_option)]
+    #[serde(default, deserialize_with = "double_option")]
+    timeout_ms: Option<Option<u64>>,
+    #[allow(clippy::option_option)]
+    #[serde(default, deserialize_with = "double_option")]
+    max_attempts: Option<Option<u32>>,
+    #[allow(clippy::option_option)]
+    #[serde(default, deserialize_with = "double_option")]
+    backoff_base_ms: Option<Option<u64>>,
+    #[allow(clippy::option_option)]
+    #[serde(default, deserialize_with = "double_option")]
+    backoff_max_ms: Option<Option<u64>>,
+    /// Replaces every static header; `null` or `{}` removes them all.
+    #[allow(clippy::option_option)]
+    #[serde(default, deserialize_with = "double_option")]
+    headers: Option<Option<std::collections::BTreeMap<String, String>>>,
+}
+
+/// A destination's own policy in a request; in a PATCH `null` removes an override.
+#[derive(Debug, Default)]
+struct PolicyFields {
+    timeout_ms: Option<Option<u64>>,
+    max_attempts: Option<Option<u32>>,
+    backoff_base_ms: Option<Option<u64>>,
+    backoff_max_ms: Option<Option<u64>>,
+    headers: Option<Option<std::collections::BTreeMap<String, String>>>,
+}
+
+macro_rules! policy_fields {
+    ($req:expr) => {
+        PolicyFields {
+            timeout_ms: $req.timeout_ms,
+            max_attempts: $req.max_attempts,
+            backoff_base_ms: $req.backoff_base_ms,
+            backoff_max_ms: $req.backoff_max_ms,
+            headers: $req.headers.clone(),
+        }
+    };
+}
+
+impl PolicyFields {
+    /// `current` with these changes, checked by the dispatcher's rule.
+    fn apply(
+        &self,
+        current: &DestinationPolicy,
+        defaults: &policy::Defaults,
+    ) -> Result<DestinationPolicy, policy::PolicyError> {
+        let mut next = current.clone();
+        if let Some(v) = self.timeout_ms {
+            next.timeout_ms = v;
+        }
+        if let Some(v) = self.max_attempts {
+            next.max_attempts = v;
+        }
+        if let Some(v) = self.backoff_base_ms {
+            next.backoff_base_ms = v;
+        }
+        if let Some(v) = self.backoff_max_ms {
+            next.backoff_max_ms = v;
+        }
+        if let Some(v) = &self.headers {
+            next.headers = v.clone().unwrap_or_default();
+        }
+        policy::check(&next, defaults)
+    }
 }
 
 /// A partial update: absent fields are left alone; `rate_limit_per_sec: null` removes the limit.
@@ -60,6 +126,22 @@ pub(crate) struct Patch {
     rate_limit_per_sec: Option<Option<u32>>,
     #[serde(default)]
     enabled: Option<bool>,
+    #[allow(clippy::option_option)]
+    #[serde(default, deserialize_with = "double_option")]
+    timeout_ms: Option<Option<u64>>,
+    #[allow(clippy::option_option)]
+    #[serde(default, deserialize_with = "double_option")]
+    max_attempts: Option<Option<u32>>,
+    #[allow(clippy::option_option)]
+    #[serde(default, deserialize_with = "double_option")]
+    backoff_base_ms: Option<Option<u64>>,
+    #[allow(clippy::option_option)]
+    #[serde(default, deserialize_with = "double_option")]
+    backoff_max_ms: Option<Option<u64>>,
+    /// Replaces every static header; `null` or `{}` removes them all.
+    #[allow(clippy::option_option)]
+    #[serde(default, deserialize_with = "double_option")]
+    headers: Option<Option<std::collections::BTreeMap<String, String>>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -109,6 +191,10 @@ pub async fn create(
         }
         None => encode_whsec(&rand_key()),
     };
+    let defaults = app.herald.core().settings.delivery.defaults();
+    let own_policy = policy_fields!(req)
+        .apply(&DestinationPolicy::default(), &defaults)
+        .map_err(|e| ApiError::invalid(&e.field, e.message))?;
     let now = now_ms();
     let record = DestinationRecord {
         url,
@@ -125,6 +211,7 @@ pub async fn create(
         updated_at_ms: now,
         from_config: false,
         circuit: CircuitRecord::default(),
+        policy: own_policy,
     };
     let created = app
         .herald
@@ -169,10 +256,29 @@ pub async fn patch(
     let rate = req.rate_limit_per_sec.map(check_rate).transpose()?;
     let enabled = req.enabled;
     let now = now_ms();
+    let (fields, defaults) = (
+        policy_fields!(req),
+        app.herald.core().settings.delivery.defaults(),
+    );
+    // Checked against the stored policy inside the update, so concurrent changes compose.
+    fields
+        .apply(&DestinationPolicy::default(), &defaults)
+        .map_err(|e| ApiError::invalid(&e.field, e.message))?;
+    let refused = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let refusal = std::sync::Arc::clone(&refused);
     let updated = app
         .herald
         .store()
         .update_destination(name.to_owned(), move |r| {
+            match fields.apply(&r.policy, &defaults) {
+                Ok(next) => r.policy = next,
+                Err(e) => {
+                    if let Ok(mut slot) = refusal.lock() {
+                        *slot = Some(e);
+                    }
+                    return;
+                }
+            }
             if let Some(url) = &url {
                 r.url.clone_from(url);
             }
@@ -198,6 +304,9 @@ pub async fn patch(
         })
         .await?
         .ok_or_else(|| ApiError::not_found(format_args!("destination {name}")))?;
+    if let Some(e) = refused.lock().ok().and_then(|mut slot| slot.take()) {
+        return Err(ApiError::invalid(&e.field, e.message));
+    }
     changed(app, name);
     let view = render(app, name, &updated);
     super::subjects::audit(
@@ -332,6 +441,18 @@ fn render(app: &App, name: &str, r: &DestinationRecord) -> Value {
         "from_config": r.from_config,
         "created_at": rfc3339(r.created_at_ms),
         "updated_at": rfc3339(r.updated_at_ms),
+        "timeout_ms": r.policy.timeout_ms,
+        "max_attempts": r.policy.max_attempts,
+        "backoff_base_ms": r.policy.backoff_base_ms,
+        "backoff_max_ms": r.policy.backoff_max_ms,
+        "headers": r.policy.headers,
+        "previous_secrets_valid_until": r
+            .previous_secrets
+            .iter()
+            .rev()
+            .filter(|p| p.expires_at_ms > now_ms())
+            .map(|p| rfc3339(p.expires_at_ms))
+            .collect::<Vec<_>>(),
         "circuit": {
             "state": circuit.name(),
             "consecutive_failures": circuit.consecutive_failures(),

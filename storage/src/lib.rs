@@ -51,7 +51,8 @@ pub use messages::{
 };
 pub use records::{
     Attempt, AuditEntry, BadMessageId, CircuitRecord, DeliveryRecord, DeliveryStatus,
-    DestinationRecord, MessageId, MessageRecord, Preferences, PreviousSecret, SuppressionRecord,
+    DestinationPolicy, DestinationRecord, MessageId, MessageRecord, Preferences, PreviousSecret,
+    SuppressionRecord,
 };
 pub use subjects::{AuditView, Erasure, NewSuppression, SubjectExport, SuppressionView, pseudonym};
 pub use writer::{BatchStats, CommitObserver, Completion};

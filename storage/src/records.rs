@@ -210,6 +210,31 @@ pub struct DestinationRecord {
     pub from_config: bool,
     #[serde(default)]
     pub circuit: CircuitRecord,
+    /// Its own delivery policy and static headers; unset fields take `[delivery]`'s.
+    #[serde(default, skip_serializing_if = "DestinationPolicy::is_default")]
+    pub policy: DestinationPolicy,
+}
+
+/// A destination's overrides of `[delivery]`, and the static headers sent with its attempts.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DestinationPolicy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_base_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_max_ms: Option<u64>,
+    /// Header name (lowercase) → value, checked when set (see herald-actors' `headers`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+impl DestinationPolicy {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// A signing secret replaced by a rotation: it keeps signing until `expires_at_ms`.

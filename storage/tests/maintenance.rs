@@ -107,6 +107,7 @@ fn destination() -> DestinationRecord {
         updated_at_ms: 0,
         from_config: false,
         circuit: herald_storage::CircuitRecord::default(),
+        policy: herald_storage::DestinationPolicy::default(),
     }
 }
 

@@ -164,6 +164,7 @@ impl Model {
             updated_at_ms: self.now,
             from_config: false,
             circuit: CircuitRecord::default(),
+            policy: herald_storage::DestinationPolicy::default(),
         }
     }
 

@@ -268,6 +268,7 @@ fn destination(secret: &str) -> herald_storage::DestinationRecord {
         updated_at_ms: 1,
         from_config: false,
         circuit: herald_storage::CircuitRecord::default(),
+        policy: herald_storage::DestinationPolicy::default(),
     }
 }
 

@@ -30,6 +30,7 @@ pub mod fairness;
 pub mod headers;
 pub mod messages;
 pub mod outbound;
+pub mod policy;
 pub mod retry;
 pub mod rotation;
 pub mod ssrf;
@@ -84,6 +85,17 @@ pub struct DeliverySettings {
     pub breaker: BreakerPolicy,
     /// Destinations defined in the config file, applied at every start.
     pub configured: Vec<(String, DestinationRecord)>,
+}
+
+impl DeliverySettings {
+    /// What a destination's own policy falls back on.
+    pub fn defaults(&self) -> policy::Defaults {
+        policy::Defaults {
+            timeout: self.timeout,
+            max_attempts: self.max_attempts,
+            backoff: self.backoff,
+        }
+    }
 }
 
 /// What a finished attempt means.
@@ -658,7 +670,7 @@ fn start_due(
             &state.client,
             dest,
             delivery,
-            state.core.settings.delivery.timeout,
+            &state.core.settings.delivery.defaults(),
             now,
         );
     }
@@ -708,13 +720,16 @@ fn launch(
     client: &HttpClient,
     dest: &Destination,
     delivery: DueDelivery,
-    timeout: Duration,
+    defaults: &policy::Defaults,
     now_ms: u64,
 ) {
     let client = client.clone();
     let url = dest.record.url.clone();
-    // Chosen now, at the attempt: a previous secret whose grace has ended no longer signs.
+    // Chosen now, at the attempt: a previous secret whose grace has ended no longer signs, and
+    // the destination's own policy applies as it is now.
     let keys = dest.signing_keys(now_ms);
+    let timeout = policy::timeout(&dest.record.policy, defaults);
+    let headers = policy::headers(&dest.record.policy);
     let me = myself.clone();
     tokio::spawn(async move {
         let id = delivery.key.message.to_string();
@@ -726,6 +741,7 @@ fn launch(
                 content_type: delivery.message.content_type.as_deref(),
                 body: delivery.body.clone(),
                 keys: &keys,
+                headers: &headers,
             },
             timeout,
         )
@@ -806,10 +822,11 @@ fn finish(
                 });
             }
             changed = true;
+            let defaults = settings.defaults();
             after_failure(
                 delivery.round_attempts.saturating_add(1),
-                settings.max_attempts,
-                &settings.backoff,
+                policy::max_attempts(&dest.record.policy, &defaults),
+                &policy::backoff(&dest.record.policy, &defaults),
                 rand::random::<f64>(),
                 result.retry_after,
                 now,

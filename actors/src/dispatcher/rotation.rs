@@ -158,6 +158,7 @@ mod tests {
             updated_at_ms: 0,
             from_config: true,
             circuit: herald_storage::CircuitRecord::default(),
+            policy: herald_storage::DestinationPolicy::default(),
         }
     }
 
