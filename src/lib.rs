@@ -56,7 +56,7 @@ impl Running {
 
 /// Starts herald on `config` and returns once both ports are listening.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
-    start_with(config, |path, options| Store::open(path, options)).await
+    start_with(config, Store::open).await
 }
 
 /// [`start`], opening the store with `open`, given `storage.path` and the options herald needs

@@ -1,8 +1,9 @@
 //! Storage faults end to end: herald over a store whose writes fail on cue (a full disk), and
 //! over a data file removed under it. Attempts are counted at a real receiver: while commits
-//! fail, a delivery is not sent again (before, one message was POSTed hundreds of times a
-//! second); herald reopens the store by itself and is ready again without a restart; meanwhile
-//! `/readyz` answers 503, ingest 503 `unavailable`, and the `storage_unavailable` alert is open.
+//! fail, a delivery is not sent again (before, one message was sent hundreds of times a
+//! second); herald reopens the store by itself and is ready again without a restart;
+//! meanwhile `/readyz` answers 503, ingest 503 `unavailable`, and the `storage_unavailable`
+//! alert is open.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;

@@ -12,6 +12,7 @@
 //! everything stays on 127.0.0.1 and stops by itself.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -89,7 +90,8 @@ fn config(dir: &std::path::Path, destinations: &[(String, SocketAddr, &str)]) ->
         dir.join("herald.redb").display().to_string()
     );
     for (name, addr, event_type) in destinations {
-        text += &format!(
+        let _ = write!(
+            text,
             "\n[[destinations]]\nname = \"{name}\"\nurl = \"http://{addr}/\"\nsources = [\"*\"]\n\
              event_types = [\"{event_type}\"]\nsecret = \"{SECRET}\"\n"
         );
@@ -135,13 +137,12 @@ impl Api {
     }
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    // Nearest rank.
-    let rank = (p / 100.0 * sorted.len() as f64).ceil().max(1.0) as usize;
-    sorted[rank.min(sorted.len()) - 1]
+/// The nearest-rank `percent`-th percentile of `sorted`.
+fn percentile(sorted: &[Duration], percent: usize) -> Duration {
+    let rank = (percent * sorted.len())
+        .div_ceil(100)
+        .clamp(1, sorted.len().max(1));
+    sorted.get(rank - 1).copied().unwrap_or_default()
 }
 
 fn ms(d: Duration) -> f64 {
@@ -211,9 +212,9 @@ pub async fn run(opts: IsolationOptions) -> Result<()> {
 
     latencies.sort();
     let (p50, p90, p99, max) = (
-        percentile(&latencies, 50.0),
-        percentile(&latencies, 90.0),
-        percentile(&latencies, 99.0),
+        percentile(&latencies, 50),
+        percentile(&latencies, 90),
+        percentile(&latencies, 99),
         latencies.last().copied().unwrap_or_default(),
     );
     println!(

@@ -61,6 +61,7 @@ pub(crate) struct Create {
 
 /// A destination's own policy in a request; in a PATCH `null` removes an override.
 #[derive(Debug, Default)]
+#[allow(clippy::option_option)] // absent, `null` and a value: three meanings (merge patch)
 struct PolicyFields {
     timeout_ms: Option<Option<u64>>,
     max_attempts: Option<Option<u32>>,

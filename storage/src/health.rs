@@ -204,21 +204,16 @@ impl Guard {
             }
             Err(e) => Some(format!("{}: {e}", path.display())),
         };
-        let health = self.cell.health();
-        match lost {
-            Some(reason) => {
-                self.cell.set_health(Health::Lost {
-                    reason: reason.clone(),
-                });
-                Err(StorageError::Unavailable(reason))
-            }
-            None => {
-                if matches!(health, Health::Lost { .. }) {
-                    self.cell.set_health(Health::Healthy);
-                }
-                Ok(())
-            }
+        if let Some(reason) = lost {
+            self.cell.set_health(Health::Lost {
+                reason: reason.clone(),
+            });
+            return Err(StorageError::Unavailable(reason));
         }
+        if matches!(self.cell.health(), Health::Lost { .. }) {
+            self.cell.set_health(Health::Healthy);
+        }
+        Ok(())
     }
 
     /// The periodic work: the identity check when it is due, a reopen attempt when due.

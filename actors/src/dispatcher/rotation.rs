@@ -98,18 +98,15 @@ pub fn apply_config_secret(
     now_ms: u64,
 ) -> ConfigSecret {
     let digest = sha256_hex(file_secret);
+    let holds_it = stored.secret == file_secret
+        || stored
+            .previous_secrets
+            .iter()
+            .any(|p| p.secret == file_secret);
     let outcome = match &stored.config_secret_sha256 {
         Some(applied) if *applied == digest => return ConfigSecret::Kept,
-        Some(_) => ConfigSecret::Rotated,
-        None if stored.secret == file_secret
-            || stored
-                .previous_secrets
-                .iter()
-                .any(|p| p.secret == file_secret) =>
-        {
-            ConfigSecret::Adopted
-        }
-        None => ConfigSecret::Rotated,
+        None if holds_it => ConfigSecret::Adopted,
+        Some(_) | None => ConfigSecret::Rotated,
     };
     if outcome == ConfigSecret::Rotated {
         // The file wins even at the bound: the soonest to expire makes room.
@@ -139,6 +136,7 @@ fn sha256_hex(text: &str) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

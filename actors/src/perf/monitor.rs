@@ -264,6 +264,24 @@ impl Actor for PerfMonitor {
     }
 }
 
+/// Opens the `storage_unavailable` alert while the store refuses writes; resolves it after.
+fn storage_health(
+    book: &mut AlertBook,
+    unavailable: Option<String>,
+    now: u64,
+) -> Option<Transition> {
+    match unavailable {
+        Some(why) => book.raise(
+            AlertKind::StorageUnavailable,
+            "storage",
+            Severity::Critical,
+            format!("storage refuses writes: {why}"),
+            now,
+        ),
+        None => book.clear(AlertKind::StorageUnavailable, "storage", now),
+    }
+}
+
 /// A task casting the store's current health, then every change of it, to the monitor.
 fn watch_storage(core: &Core, me: ActorRef<PerfMsg>) -> JoinHandle<()> {
     let mut health = core.store.watch_health();
@@ -364,16 +382,7 @@ fn on_event(state: &mut PerfState, event: PerfEvent, now: u64) -> Vec<Transition
             state.decisions.1 += 1;
             None
         }
-        PerfEvent::StorageHealth { unavailable } => match unavailable {
-            Some(why) => book.raise(
-                AlertKind::StorageUnavailable,
-                "storage",
-                Severity::Critical,
-                format!("storage refuses writes: {why}"),
-                now,
-            ),
-            None => book.clear(AlertKind::StorageUnavailable, "storage", now),
-        },
+        PerfEvent::StorageHealth { unavailable } => storage_health(book, unavailable, now),
         PerfEvent::Commit { took, jobs } => {
             state.storage.commits += 1;
             let took_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
