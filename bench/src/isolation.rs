@@ -113,8 +113,17 @@ impl Api {
         Ok(Self { addr, sender })
     }
 
-    /// Publishes one message; returns its id.
+    /// Publishes one message; returns its id. The server may close a kept-alive connection
+    /// (an idle timeout): then once more, on a new one.
     async fn publish(&mut self, event_type: &str) -> Result<String> {
+        if let Ok(id) = self.publish_once(event_type).await {
+            return Ok(id);
+        }
+        *self = Self::connect(self.addr).await?;
+        self.publish_once(event_type).await
+    }
+
+    async fn publish_once(&mut self, event_type: &str) -> Result<String> {
         let body = format!(r#"{{"event_type":"{event_type}","payload":{{"n":1}}}}"#);
         let req = Request::post("/v1/messages")
             .header(hyper::header::HOST, self.addr.to_string())
