@@ -118,6 +118,7 @@ where
         tokens: http::Tokens::new(&config.api.tokens),
         max_body_bytes: config.server.max_body_bytes,
         body_timeout: BODY_TIMEOUT,
+        ingest_addr,
     });
     let limits = Limits {
         max_connections: config.server.max_connections,
