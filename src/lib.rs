@@ -70,6 +70,17 @@ impl Running {
 
 /// Starts herald on `config` and returns once both ports are listening.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
+    start_with(config, Store::open).await
+}
+
+/// [`start`], opening the store with `open`, given `storage.path` and the options herald needs
+/// (its commit observer). Tests open it on a fault-injection backend.
+pub async fn start_with<F>(config: Config, open: F) -> anyhow::Result<Running>
+where
+    F: FnOnce(&std::path::Path, herald_storage::Options) -> herald_storage::Result<Store>
+        + Send
+        + 'static,
+{
     let metrics = Arc::new(herald_actors::metrics::Metrics::new());
     let perf: herald_actors::PerfSink = Arc::default();
     let observed = Arc::clone(&metrics);
@@ -98,7 +109,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         anyhow::bail!("storage.backend: \"postgres\" is not available in this build yet");
     }
     let path = config.storage.path.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&path, options))
+    let store = tokio::task::spawn_blocking(move || open(&path, options))
         .await
         .context("opening storage")?
         .with_context(|| format!("opening storage at {}", config.storage.path.display()))?;
@@ -347,7 +358,8 @@ fn destination_record(d: &config::DestinationConfig) -> DestinationRecord {
         event_types: d.event_types.clone(),
         channel: d.channel.as_str().to_owned(),
         secret: encode_whsec(d.secret.expose()),
-        previous_secret: None,
+        previous_secrets: Vec::new(),
+        config_secret_sha256: None,
         rate_limit_per_sec: d.rate_limit_per_sec.map(std::num::NonZeroU32::get),
         enabled: true,
         disabled_reason: None,
@@ -355,5 +367,22 @@ fn destination_record(d: &config::DestinationConfig) -> DestinationRecord {
         updated_at_ms: now,
         from_config: true,
         circuit: herald_storage::CircuitRecord::default(),
+        policy: herald_storage::DestinationPolicy {
+            timeout_ms: d.policy.timeout.map(millis),
+            max_attempts: d.policy.max_attempts,
+            backoff_base_ms: d.policy.backoff_base.map(millis),
+            backoff_max_ms: d.policy.backoff_max.map(millis),
+            headers: d
+                .headers
+                .iter()
+                .filter_map(|(name, value)| {
+                    Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+                })
+                .collect(),
+        },
     }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

@@ -232,7 +232,7 @@ async fn rotation_signs_with_both_secrets_during_the_grace_period() {
     assert!(signatures.contains(&with_new.as_str()));
     assert!(signatures.contains(&with_old.as_str()));
 
-    // With no grace, only the new secret signs.
+    // With no grace, the secret it replaces stops at once; the first one's hour goes on.
     let (_, rotated) = server
         .api_send(
             Method::POST,
@@ -241,17 +241,11 @@ async fn rotation_signs_with_both_secrets_during_the_grace_period() {
         )
         .await;
     let newest = rotated["secret"].as_str().unwrap().to_owned();
-    let id = server.accept_std("evt_rot2", br#"{"type":"x"}"#).await;
-    server.wait_delivery(&id, "succeeded", WAIT).await;
-    let got = receiver.received();
-    let last = got.last().unwrap();
-    let ts: i64 = last.headers["webhook-timestamp"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let only = std_headers_with(&newest, &id, ts, &last.body)[2].1.clone();
-    assert_eq!(last.headers["webhook-signature"].to_str().unwrap(), only);
+    let last = deliver_one(&server, &receiver, "evt_rot2").await;
+    assert_eq!(
+        signed_with(&last, &[&newest, &new_secret, common::STD_SECRET]),
+        [newest.as_str(), common::STD_SECRET]
+    );
     let (status, _) = server
         .api_send(Method::POST, "/v1/destinations/nope/rotate-secret", None)
         .await;
@@ -281,5 +275,249 @@ async fn dead_deliveries_are_recovered_when_the_circuit_closes() {
     server.wait_delivery(&second, "succeeded", WAIT).await;
     let (_, dlq) = server.api_get("/v1/dlq", ADMIN_TOKEN).await;
     assert!(dlq["items"].as_array().unwrap().is_empty());
+    server.stop().await;
+}
+
+/// The secrets, among `candidates`, whose signatures `received` carries, in the header's order;
+/// panics on a signature made with none of them.
+fn signed_with<'a>(received: &common::receiver::Received, candidates: &[&'a str]) -> Vec<&'a str> {
+    let id = received.headers["webhook-id"].to_str().unwrap();
+    let ts: i64 = received.headers["webhook-timestamp"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    received.headers["webhook-signature"]
+        .to_str()
+        .unwrap()
+        .split(' ')
+        .map(|sig| {
+            *candidates
+                .iter()
+                .find(|secret| std_headers_with(secret, id, ts, &received.body)[2].1 == sig)
+                .unwrap_or_else(|| panic!("a signature by no known secret: {sig}"))
+        })
+        .collect()
+}
+
+/// Sends one webhook and returns the request the receiver got for it.
+async fn deliver_one(
+    server: &Server,
+    receiver: &Receiver,
+    external_id: &str,
+) -> common::receiver::Received {
+    let id = server.accept_std(external_id, br#"{"type":"x"}"#).await;
+    server.wait_delivery(&id, "succeeded", WAIT).await;
+    receiver
+        .received()
+        .into_iter()
+        .rev()
+        .find(|r| r.headers["webhook-id"] == id.as_str())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn each_previous_secret_signs_until_its_own_grace_ends_then_stops() {
+    let receiver = Receiver::start().await;
+    let server = Server::start(&(fast_delivery(3) + &destination("rot", &receiver.url("/")))).await;
+    let rotate = |grace: u64| {
+        let server = &server;
+        async move {
+            let (status, rotated) = server
+                .api_send(
+                    Method::POST,
+                    "/v1/destinations/rot/rotate-secret",
+                    Some(json!({"grace_secs": grace})),
+                )
+                .await;
+            assert_eq!(status, 200, "{rotated}");
+            rotated
+        }
+    };
+    let first = rotate(60).await; // the config secret signs for a minute more
+    let second = rotate(1).await; // the first rotation's secret for one second
+    let (b, c) = (
+        first["secret"].as_str().unwrap().to_owned(),
+        second["secret"].as_str().unwrap().to_owned(),
+    );
+    assert_eq!(
+        second["previous_secrets_valid_until"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2,
+        "{second}"
+    );
+    let known = [c.as_str(), b.as_str(), common::STD_SECRET];
+    let now = deliver_one(&server, &receiver, "evt_r1").await;
+    assert_eq!(signed_with(&now, &known), known, "newest first, all three");
+
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let later = deliver_one(&server, &receiver, "evt_r2").await;
+    assert_eq!(
+        signed_with(&later, &known),
+        [c.as_str(), common::STD_SECRET],
+        "the one-second grace is over; the minute-long one is not cut short"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_config_destination_keeps_rotated_secrets_across_restarts_and_a_new_file_secret_rotates()
+{
+    let receiver = Receiver::start().await;
+    let config = fast_delivery(3) + &destination("cfg", &receiver.url("/"));
+    let server = Server::start(&config).await;
+    let (status, rotated) = server
+        .api_send(Method::POST, "/v1/destinations/cfg/rotate-secret", None)
+        .await;
+    assert_eq!(status, 200, "{rotated}");
+    let api = rotated["secret"].as_str().unwrap().to_owned();
+    let dir = server.stop().await;
+
+    // Same file: the API's rotation stands (the config secret only as its previous one).
+    let server = Server::start_in(dir, &config).await;
+    let known = [api.as_str(), common::STD_SECRET];
+    let got = deliver_one(&server, &receiver, "evt_c1").await;
+    assert_eq!(signed_with(&got, &known), known);
+    let dir = server.stop().await;
+
+    // A new secret in the file is a rotation to it: the stored one keeps signing for a day.
+    let file_secret = format!("whsec_{}", common::b64(b"a-new-secret-written-in-the-file"));
+    let changed = config.replace(common::STD_SECRET, &file_secret);
+    let server = Server::start_in(dir, &changed).await;
+    let known = [file_secret.as_str(), api.as_str(), common::STD_SECRET];
+    let got = deliver_one(&server, &receiver, "evt_c2").await;
+    assert_eq!(signed_with(&got, &known), known);
+    let dir = server.stop().await;
+
+    // And that rotation is not repeated by the next start on the same file.
+    let server = Server::start_in(dir, &changed).await;
+    let got = deliver_one(&server, &receiver, "evt_c3").await;
+    assert_eq!(signed_with(&got, &known), known);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_destinations_own_max_attempts_and_headers_from_the_config_apply() {
+    let receiver = Receiver::start().await;
+    receiver.default_reply(Reply::status(500));
+    // [delivery] allows 5 attempts; this destination only 2, and it adds a header.
+    let config = fast_delivery(5)
+        + &destination("own", &receiver.url("/"))
+        + "max_attempts = 2\nbackoff_base_ms = 10\nheaders = { \"X-Team\" = \"orders\" }\n";
+    let server = Server::start(&config).await;
+    let id = server.accept_std("evt_own", br#"{"type":"x"}"#).await;
+    let msg = server.wait_delivery(&id, "dead", WAIT).await;
+    assert_eq!(
+        msg["deliveries"][0]["attempts"].as_array().unwrap().len(),
+        2,
+        "{msg}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = receiver.received();
+    assert_eq!(got.len(), 2, "no third attempt");
+    assert!(got.iter().all(|r| r.headers["x-team"] == "orders"));
+    let (status, dlq) = server.api_get("/v1/dlq?destination=own", ADMIN_TOKEN).await;
+    assert_eq!(status, 200);
+    assert_eq!(dlq["items"].as_array().unwrap().len(), 1, "{dlq}");
+    let (_, shown) = server.api_get("/v1/destinations/own", ADMIN_TOKEN).await;
+    assert_eq!(shown["max_attempts"], 2, "{shown}");
+    assert_eq!(shown["headers"]["x-team"], "orders", "{shown}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_policy_set_through_the_api_applies_and_bad_values_are_refused() {
+    let receiver = Receiver::start().await;
+    let server = Server::start(&fast_delivery(5)).await;
+    let (status, created) = server
+        .api_send(
+            Method::POST,
+            "/v1/destinations",
+            Some(json!({
+                "name": "api", "url": receiver.url("/"),
+                "timeout_ms": 1500, "max_attempts": 3,
+                "headers": {"X-Tenant": "acme", "Authorization": "Bearer t0ken"},
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["timeout_ms"], 1500);
+    assert_eq!(created["headers"]["x-tenant"], "acme");
+    let id = server.accept_std("evt_api", br#"{"type":"x"}"#).await;
+    server.wait_delivery(&id, "succeeded", WAIT).await;
+    let got = receiver.received();
+    assert_eq!(got[0].headers["x-tenant"], "acme");
+    assert_eq!(got[0].headers["authorization"], "Bearer t0ken");
+    assert!(
+        got[0].headers["webhook-signature"]
+            .to_str()
+            .unwrap()
+            .starts_with("v1,")
+    );
+
+    // PATCH: `null` removes an override, `headers` replaces them all.
+    let (status, patched) = server
+        .api_send(
+            Method::PATCH,
+            "/v1/destinations/api",
+            Some(json!({"max_attempts": null, "headers": {"x-other": "1"}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{patched}");
+    assert!(patched["max_attempts"].is_null(), "{patched}");
+    assert_eq!(patched["headers"], json!({"x-other": "1"}));
+
+    let refused = [
+        (
+            json!({"headers": {"Webhook-Id": "forged"}}),
+            "headers.Webhook-Id",
+        ),
+        (
+            json!({"headers": {"content-type": "text/plain"}}),
+            "headers.content-type",
+        ),
+        (json!({"headers": {"host": "elsewhere"}}), "headers.host"),
+        (
+            json!({"headers": {"content-length": "1"}}),
+            "headers.content-length",
+        ),
+        (json!({"headers": {"bad name": "x"}}), "headers.bad name"),
+        (json!({"headers": {"x-a": "line\r\nbreak"}}), "headers.x-a"),
+        (json!({"max_attempts": 0}), "max_attempts"),
+        (json!({"timeout_ms": 0}), "timeout_ms"),
+        (json!({"timeout_ms": -5}), "timeout_ms"),
+        (json!({"backoff_base_ms": 0}), "backoff_base_ms"),
+        (
+            json!({"backoff_max_ms": 500, "backoff_base_ms": 1000}),
+            "backoff_base_ms",
+        ),
+    ];
+    for (body, field) in refused {
+        for (method, path) in [
+            (Method::PATCH, "/v1/destinations/api".to_owned()),
+            (Method::POST, "/v1/destinations".to_owned()),
+        ] {
+            let mut body = body.clone();
+            if method == Method::POST {
+                body["name"] = json!("other");
+                body["url"] = json!(receiver.url("/"));
+            }
+            let (status, error) = server
+                .api_send(method.clone(), &path, Some(body.clone()))
+                .await;
+            assert_eq!(status, 400, "{method} {body}: {error}");
+            assert_eq!(error["error"]["code"], "invalid_request");
+            let message = error["error"]["message"].as_str().unwrap();
+            assert!(message.starts_with(field), "{body}: {message}");
+        }
+    }
+    // Nothing refused was stored.
+    let (_, shown) = server.api_get("/v1/destinations/api", ADMIN_TOKEN).await;
+    assert_eq!(shown["headers"], json!({"x-other": "1"}), "{shown}");
+    assert_eq!(shown["timeout_ms"], 1500);
+    let (status, _) = server.api_get("/v1/destinations/other", ADMIN_TOKEN).await;
+    assert_eq!(status, 404);
     server.stop().await;
 }

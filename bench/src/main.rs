@@ -7,6 +7,8 @@
 //! - `deliver`: end to end, through herald to an in-process receiver: steady-state throughput
 //!   and latency, then a backlog built while the receiver is down and drained when it returns.
 //! - `micro`: in-process costs of the suppression check, the perf layer and a cache hit.
+//! - `isolation`: a healthy destination's delivery latency while slow, backlogged destinations
+//!   hold their share of the in-flight budget.
 //! - `soak`: minutes of mixed load, herald `SIGKILL`ed and restarted at random moments, then a
 //!   check that every acknowledged message was delivered or is in the DLQ.
 //!
@@ -16,6 +18,7 @@ mod bare;
 mod deliver;
 mod herald;
 mod ingest;
+mod isolation;
 mod load;
 mod micro;
 mod receiver;
@@ -63,6 +66,25 @@ enum Command {
     /// Minutes of mixed load with herald `SIGKILL`ed and restarted at random moments; then every
     /// acknowledged message must be delivered or in the DLQ (see `scripts/README.md`).
     Soak(soak::SoakArgs),
+    /// A healthy destination's publish → receipt latency while slow destinations with backlogs
+    /// hold their slots (in-process herald and receivers).
+    Isolation(IsolationArgs),
+}
+
+#[derive(Debug, Args)]
+struct IsolationArgs {
+    /// Slow destinations.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100))]
+    slow: u64,
+    /// Messages queued for each slow destination.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    backlog: u64,
+    /// How long a slow receiver takes to answer.
+    #[arg(long, default_value_t = 4000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    slow_reply_ms: u64,
+    /// Healthy messages measured, one after the other.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    samples: u64,
 }
 
 /// Shape of the load, shared by `load` and `ingest`.
@@ -228,5 +250,14 @@ async fn main() -> Result<()> {
             .await
         }
         Command::Soak(args) => soak::run(args).await,
+        Command::Isolation(args) => {
+            isolation::run(isolation::IsolationOptions {
+                slow: to_usize(args.slow)?,
+                backlog: to_usize(args.backlog)?,
+                slow_reply: Duration::from_millis(args.slow_reply_ms),
+                samples: to_usize(args.samples)?,
+            })
+            .await
+        }
     }
 }

@@ -87,14 +87,21 @@ pub async fn rotate(
         StatusCode::OK,
         &json!({
             "secret": rotated.secret,
-            "previous_secret_valid_until": rotated.previous_valid_until_ms.map(rfc3339),
+            "previous_secret_valid_until": rotated.previous_valid_until_ms.first().copied().map(rfc3339),
+            "previous_secrets_valid_until": rotated
+                .previous_valid_until_ms
+                .iter()
+                .copied()
+                .map(rfc3339)
+                .collect::<Vec<_>>(),
         }),
     ))
 }
 
 fn render(app: &App, name: &str, r: &DestinationRecord) -> Value {
     let policy = app.herald.core().settings.delivery.breaker;
-    let circuit = circuit_from_record(&r.circuit, &policy, unix_ms(std::time::SystemTime::now()));
+    let now = unix_ms(std::time::SystemTime::now());
+    let circuit = circuit_from_record(&r.circuit, &policy, now);
     json!({
         "name": name,
         "url": r.url,
@@ -107,6 +114,18 @@ fn render(app: &App, name: &str, r: &DestinationRecord) -> Value {
         "from_config": r.from_config,
         "created_at": rfc3339(r.created_at_ms),
         "updated_at": rfc3339(r.updated_at_ms),
+        "timeout_ms": r.policy.timeout_ms,
+        "max_attempts": r.policy.max_attempts,
+        "backoff_base_ms": r.policy.backoff_base_ms,
+        "backoff_max_ms": r.policy.backoff_max_ms,
+        "headers": r.policy.headers,
+        "previous_secrets_valid_until": r
+            .previous_secrets
+            .iter()
+            .rev()
+            .filter(|p| p.expires_at_ms > now)
+            .map(|p| rfc3339(p.expires_at_ms))
+            .collect::<Vec<_>>(),
         "circuit": {
             "state": circuit.name(),
             "consecutive_failures": circuit.consecutive_failures(),

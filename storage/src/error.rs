@@ -22,6 +22,10 @@ pub enum StorageError {
     /// The writer thread has stopped (shutdown, or it could not start).
     #[error("the storage writer is not running")]
     Closed,
+    /// Writes are refused for now: the database is being reopened after an I/O error, or its
+    /// file was removed (see [`crate::health`]).
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
     /// A write job panicked. The batch it was in was rolled back and retried without it.
     #[error("a write operation panicked: {0}")]
     Panicked(String),

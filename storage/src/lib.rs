@@ -12,6 +12,8 @@
 //!   crosses the crate boundary, so the rest of herald cannot open a transaction by mistake,
 //!   let alone hold one across an `.await`.
 //! - The schema version is checked at open: a newer file is refused rather than misread.
+//! - After an I/O error the writer reopens the database by itself, and a data file removed or
+//!   replaced under the process stops all writes ([`health`]).
 
 pub mod deliveries;
 mod destinations;
@@ -19,6 +21,7 @@ mod error;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod health;
 mod keywords;
 pub mod maintenance;
 pub mod messages;
@@ -27,6 +30,9 @@ mod recipient;
 mod records;
 pub mod subjects;
 pub mod tables;
+#[cfg(feature = "test-hooks")]
+#[doc(hidden)]
+pub mod testing;
 mod tx;
 pub mod writer;
 
@@ -41,6 +47,7 @@ pub use deliveries::{
     AttemptUpdate, DeadCursor, DeadFilter, DeadLetter, DeliveryKey, DueDelivery, Outcome,
 };
 pub use error::{Result, StorageError};
+pub use health::Health;
 pub use keywords::{Channel, Reason, SuppressedOn, UnknownKeyword};
 pub use maintenance::{IndexHealth, MaintenanceReport, StorageStats, TableInfo};
 pub use messages::{
@@ -49,7 +56,8 @@ pub use messages::{
 pub use recipient::{Recipient, RecipientError};
 pub use records::{
     Attempt, AuditEntry, BadMessageId, CircuitRecord, DeliveryRecord, DeliveryStatus,
-    DestinationRecord, MessageId, MessageRecord, Preferences, SuppressionRecord,
+    DestinationPolicy, DestinationRecord, MessageId, MessageRecord, Preferences, PreviousSecret,
+    SuppressionRecord,
 };
 pub use subjects::{
     AuditView, Erasure, NewSuppression, PSEUDONYM_PREFIX, Pseudonyms, SubjectExport,
@@ -94,7 +102,8 @@ impl std::fmt::Debug for Options {
 /// A handle on the open database and its writer. Cheap to clone; all clones share both.
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Database>,
+    /// The open database (none while it is being reopened) and its health.
+    db: Arc<health::DbCell>,
     writer: writer::Writer,
     /// The database file, for its size; `None` over a custom backend (no file to measure).
     path: Option<Arc<Path>>,
@@ -121,27 +130,54 @@ impl Store {
             create_file(path, dir.unwrap_or(Path::new(".")), &options)?;
         }
         let db = builder(&options).create(path)?;
-        Self::start(db, Some(path.into()), options)
+        // Reopened only if it exists: a missing file is a lost one, never a new empty database.
+        let (again, settings) = (path.to_owned(), options.clone());
+        let reopen: health::Reopen = Box::new(move || Ok(builder(&settings).open(&again)?));
+        Self::start(db, Some(path.into()), options, Some(reopen))
     }
 
     /// [`Self::open`] over a custom redb storage backend instead of a file: for fault-injection
     /// tests, which run the store on a backend that fails writes, syncs or resizes on cue.
     /// Creates the tables and checks the schema exactly as [`Self::open`] does. Only built with
     /// the `test-hooks` feature, which this crate's own tests turn on: redb's types stay out of
-    /// herald's API.
+    /// herald's API. A store opened this way is never reopened.
     #[cfg(feature = "test-hooks")]
     pub fn open_with_backend(backend: impl redb::StorageBackend, options: Options) -> Result<Self> {
         let db = builder(&options).create_with_backend(backend)?;
-        Self::start(db, None, options)
+        Self::start(db, None, options, None)
+    }
+
+    /// [`Self::open_with_backend`] with a way to open the backend again: a store that reopens
+    /// itself after a failed write, as one opened by path does. For fault-injection tests.
+    #[cfg(feature = "test-hooks")]
+    pub fn open_with_backends<B, F>(make: F, options: Options) -> Result<Self>
+    where
+        B: redb::StorageBackend,
+        F: Fn() -> std::io::Result<B> + Send + 'static,
+    {
+        let db = builder(&options).create_with_backend(make().map_err(io_error)?)?;
+        let settings = options.clone();
+        let reopen: health::Reopen =
+            Box::new(
+                move || Ok(builder(&settings).create_with_backend(make().map_err(io_error)?)?),
+            );
+        Self::start(db, None, options, Some(reopen))
     }
 
     /// Creates the tables, checks the schema version and starts the writer.
-    fn start(db: Database, path: Option<Arc<Path>>, options: Options) -> Result<Self> {
+    fn start(
+        db: Database,
+        path: Option<Arc<Path>>,
+        options: Options,
+        reopen: Option<health::Reopen>,
+    ) -> Result<Self> {
         let db = Arc::new(db);
         let pseudonyms = initialise(&db)?;
-        let writer = writer::Writer::spawn(Arc::clone(&db), options.observer)?;
+        let cell = Arc::new(health::DbCell::new(Arc::clone(&db)));
+        let guard = health::Guard::new(Arc::clone(&cell), path.as_deref(), reopen)?;
+        let writer = writer::Writer::spawn(db, options.observer, guard, Arc::clone(&cell))?;
         Ok(Self {
-            db,
+            db: cell,
             writer,
             path,
             pseudonyms,
@@ -179,7 +215,7 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&ReadTransaction) -> Result<T> + Send + 'static,
     {
-        let db = Arc::clone(&self.db);
+        let db = self.db.get()?;
         tokio::task::spawn_blocking(move || op(&db.begin_read()?))
             .await
             .unwrap_or_else(|join| Err(StorageError::Panicked(join.to_string())))
@@ -607,13 +643,29 @@ impl Store {
         Ok(maintenance::online_report(indexes, started.elapsed()))
     }
 
-    /// True while the database answers reads, the writer thread runs and its last commit did
-    /// not fail: after an I/O error redb refuses every write until the store is reopened, so a
-    /// store that answers reads can still take nothing in.
+    /// True while the database answers reads, the writer thread runs and writes are taken
+    /// (not reopening after a failed commit, its file not removed): a store that answers reads
+    /// can still take nothing in.
     pub async fn is_ready(&self) -> bool {
         self.writer.is_running()
             && self.writer.is_committing()
             && self.read(|_| Ok(())).await.is_ok()
+    }
+
+    /// Whether writes are being committed: the writer runs and its last commit succeeded.
+    /// Cheap (two atomic loads), for callers that must not act on work they could not record.
+    pub fn accepts_writes(&self) -> bool {
+        self.writer.is_running() && self.writer.is_committing()
+    }
+
+    /// Whether the store takes writes, and if not why (see [`health`]).
+    pub fn health(&self) -> Health {
+        self.db.health()
+    }
+
+    /// Every change of [`Self::health`], for whoever raises the alert.
+    pub fn watch_health(&self) -> tokio::sync::watch::Receiver<Health> {
+        self.db.watch()
     }
 
     /// Commits everything queued so far, then stops the writer. Later writes fail with
@@ -665,7 +717,7 @@ fn io_error(e: std::io::Error) -> StorageError {
 
 /// Creates every table (so readers never meet a missing one), makes the pseudonym key at the
 /// first start, checks the schema version and migrates an older layout, all in one commit.
-fn initialise(db: &Database) -> Result<Pseudonyms> {
+pub(crate) fn initialise(db: &Database) -> Result<Pseudonyms> {
     let txn = db.begin_write()?;
     let pseudonyms = subjects::load_key(&txn)?;
     {

@@ -191,9 +191,21 @@ pub struct DestinationRecord {
     pub channel: String,
     /// The signing secret, `whsec_…`.
     pub secret: String,
-    /// The secret it replaced, still signing until the given time (ms), after a rotation.
-    #[serde(default)]
-    pub previous_secret: Option<(String, u64)>,
+    /// Secrets replaced by rotations, each still signing until its own expiry. Rows written
+    /// before several were kept hold one `previous_secret: [secret, until_ms]` (or `null`),
+    /// read here as a list of at most one.
+    #[serde(
+        default,
+        alias = "previous_secret",
+        deserialize_with = "previous_secrets",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub previous_secrets: Vec<PreviousSecret>,
+    /// For a destination from the config file: SHA-256 (hex) of the `secret` the file had when
+    /// it was last applied, so that a start can tell a changed file (a rotation) from secrets
+    /// rotated through the API since (kept). `None` for API destinations and older rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_secret_sha256: Option<String>,
     #[serde(default)]
     pub rate_limit_per_sec: Option<u32>,
     pub enabled: bool,
@@ -206,6 +218,61 @@ pub struct DestinationRecord {
     pub from_config: bool,
     #[serde(default)]
     pub circuit: CircuitRecord,
+    /// Its own delivery policy and static headers; unset fields take `[delivery]`'s.
+    #[serde(default, skip_serializing_if = "DestinationPolicy::is_default")]
+    pub policy: DestinationPolicy,
+}
+
+/// A destination's overrides of `[delivery]`, and the static headers sent with its attempts.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DestinationPolicy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_base_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_max_ms: Option<u64>,
+    /// Header name (lowercase) → value, checked when set (see herald-actors' `headers`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+impl DestinationPolicy {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// A signing secret replaced by a rotation: it keeps signing until `expires_at_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviousSecret {
+    pub secret: String,
+    pub expires_at_ms: u64,
+}
+
+/// Reads `previous_secrets`, or the older `previous_secret` (one `[secret, until]` or `null`).
+fn previous_secrets<'de, D>(d: D) -> Result<Vec<PreviousSecret>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Stored {
+        List(Vec<PreviousSecret>),
+        One(Option<(String, u64)>),
+    }
+    Ok(match Stored::deserialize(d)? {
+        Stored::List(list) => list,
+        Stored::One(one) => one
+            .map(|(secret, expires_at_ms)| PreviousSecret {
+                secret,
+                expires_at_ms,
+            })
+            .into_iter()
+            .collect(),
+    })
 }
 
 /// A recipient's opt-out on one channel (`*` = every channel).
@@ -328,6 +395,40 @@ mod tests {
             assert_eq!(s.as_str().parse::<DeliveryStatus>(), Ok(s));
         }
         assert!("done".parse::<DeliveryStatus>().is_err());
+    }
+
+    #[test]
+    fn destinations_written_with_one_previous_secret_still_decode() {
+        let row = |previous: &str| {
+            format!(
+                r#"{{"url":"http://h/","sources":["*"],"channel":"webhook","secret":"whsec_new",
+                   "enabled":true,"created_at_ms":1,"updated_at_ms":2{previous}}}"#
+            )
+        };
+        let decoded = |previous: &str| -> DestinationRecord {
+            decode("destinations", row(previous).as_bytes()).unwrap_or_else(|e| panic!("{e}"))
+        };
+        assert_eq!(
+            decoded(r#","previous_secret":["whsec_old",5000]"#).previous_secrets,
+            vec![PreviousSecret {
+                secret: "whsec_old".into(),
+                expires_at_ms: 5000
+            }]
+        );
+        assert!(
+            decoded(r#","previous_secret":null"#)
+                .previous_secrets
+                .is_empty()
+        );
+        assert!(decoded("").previous_secrets.is_empty());
+        let two = decoded(
+            r#","previous_secrets":[{"secret":"a","expires_at_ms":1},{"secret":"b","expires_at_ms":2}]"#,
+        );
+        assert_eq!(two.previous_secrets.len(), 2);
+        // And what is written now reads back the same.
+        let again: DestinationRecord =
+            decode("destinations", &encode(&two)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(again, two);
     }
 
     #[test]

@@ -19,7 +19,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
 use std::time::Instant;
 
@@ -27,6 +27,7 @@ use redb::{Database, Durability, WriteTransaction};
 use tokio::sync::oneshot;
 
 use crate::error::{Result, StorageError};
+use crate::health::{DbCell, Guard};
 use crate::tx::Tx;
 
 /// The most jobs committed together. Bounds the transaction's size and the latency of the
@@ -86,9 +87,8 @@ enum Command {
 pub(crate) struct Writer {
     tx: mpsc::Sender<Command>,
     running: Arc<AtomicBool>,
-    /// False while the last commit failed: after an I/O error redb refuses every write until
-    /// the database is reopened.
-    committing: Arc<AtomicBool>,
+    /// The open database and whether it takes writes (see [`crate::health`]).
+    cell: Arc<DbCell>,
 }
 
 impl std::fmt::Debug for Writer {
@@ -98,16 +98,20 @@ impl std::fmt::Debug for Writer {
 }
 
 impl Writer {
-    pub(crate) fn spawn(db: Arc<Database>, observer: Option<CommitObserver>) -> Result<Self> {
+    pub(crate) fn spawn(
+        db: Arc<Database>,
+        observer: Option<CommitObserver>,
+        guard: Guard,
+        cell: Arc<DbCell>,
+    ) -> Result<Self> {
         let (tx, rx) = mpsc::channel();
         let running = Arc::new(AtomicBool::new(true));
         let flag = Arc::clone(&running);
-        let committing = Arc::new(AtomicBool::new(true));
-        let healthy = Arc::clone(&committing);
         thread::Builder::new()
             .name("herald-storage-writer".into())
             .spawn(move || {
-                let stopped = run(&db, &rx, observer.as_deref(), &healthy);
+                let mut db = Some(db);
+                let stopped = run(&mut db, &rx, observer.as_deref(), guard);
                 // Release the file before saying so: a caller may reopen it at once.
                 drop(db);
                 flag.store(false, Ordering::Release);
@@ -116,20 +120,17 @@ impl Writer {
                 }
             })
             .map_err(|e| StorageError::Redb(Arc::new(e.into())))?;
-        Ok(Self {
-            tx,
-            running,
-            committing,
-        })
+        Ok(Self { tx, running, cell })
     }
 
     pub(crate) fn is_running(&self) -> bool {
         self.running.load(Ordering::Acquire)
     }
 
-    /// Whether the last commit succeeded (true before the first).
+    /// Whether writes are taken: the last commit succeeded (true before the first) and the
+    /// store is neither reopening nor lost.
     pub(crate) fn is_committing(&self) -> bool {
-        self.committing.load(Ordering::Acquire)
+        self.cell.writable()
     }
 
     pub(crate) fn submit<T, F>(&self, run: F, done: Completion<T>)
@@ -157,14 +158,24 @@ impl Writer {
 }
 
 /// The writer loop. Returns the stop request that ended it, if any (else every sender is gone).
+/// Between batches, and at least every second, it lets `guard` check the file and reopen the
+/// database when it failed (see [`crate::health`]).
 fn run(
-    db: &Database,
+    db: &mut Option<Arc<Database>>,
     rx: &mpsc::Receiver<Command>,
     observer: Option<&(dyn Fn(BatchStats) + Send + Sync)>,
-    committing: &AtomicBool,
+    mut guard: Guard,
 ) -> Option<oneshot::Sender<()>> {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
-    while let Ok(first) = rx.recv() {
+    loop {
+        let first = match rx.recv_timeout(guard.wait()) {
+            Ok(first) => first,
+            Err(RecvTimeoutError::Timeout) => {
+                guard.maintain(db);
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => return None,
+        };
         let mut stop = None;
         match first {
             Command::Job(job) => batch.push(job),
@@ -178,7 +189,8 @@ fn run(
             }
         }
         if !batch.is_empty() {
-            let stats = commit_batch(db, &mut batch, committing);
+            guard.maintain(db);
+            let stats = commit_guarded(db, &mut batch, &mut guard);
             if let (Some(observe), Some(stats)) = (observer, stats) {
                 observe(stats);
             }
@@ -187,26 +199,53 @@ fn run(
             return stop;
         }
     }
-    None
+}
+
+/// Commits `batch` unless the store refuses writes (then every job gets the refusal at once),
+/// and hands a failure of the transaction itself to `guard`, which reopens the database.
+fn commit_guarded(
+    db: &mut Option<Arc<Database>>,
+    batch: &mut Vec<Box<dyn Job>>,
+    guard: &mut Guard,
+) -> Option<BatchStats> {
+    let open = match (guard.refusal(), db.as_ref()) {
+        (None, Some(open)) => Arc::clone(open),
+        (refusal, _) => {
+            let refusal = refusal.unwrap_or_else(|| StorageError::Unavailable("closed".into()));
+            answer_all(batch, &Err(refusal));
+            return None;
+        }
+    };
+    match commit_batch(&open, batch, guard) {
+        Ok(stats) => {
+            guard.write_succeeded();
+            stats
+        }
+        Err(e) => {
+            drop(open);
+            guard.write_failed(db, &e);
+            None
+        }
+    }
 }
 
 /// Runs every job of `batch` in one transaction and commits it; answers each job. Leaves
-/// `batch` empty. Returns the timing of the successful commit, if there was one. Sets
-/// `committing` to whether the transaction could be begun and committed (a job's own error
-/// does not count).
+/// `batch` empty. Returns the timing of the successful commit, if there was one, or the error
+/// that kept the transaction from being begun or committed (a job's own error does not count).
+/// A committed batch is acknowledged only if the file is still the one opened (see
+/// [`Guard::check_file`]): a commit into a removed file is as good as lost.
 fn commit_batch(
     db: &Database,
     batch: &mut Vec<Box<dyn Job>>,
-    committing: &AtomicBool,
-) -> Option<BatchStats> {
+    guard: &mut Guard,
+) -> Result<Option<BatchStats>> {
     loop {
         let started = Instant::now();
         let txn = match begin(db) {
             Ok(txn) => txn,
             Err(e) => {
-                committing.store(false, Ordering::Release);
-                answer_all(batch, &Err(e));
-                return None;
+                answer_all(batch, &Err(e.clone()));
+                return Err(e);
             }
         };
         let mut tx = Tx::new(&txn);
@@ -230,10 +269,13 @@ fn commit_batch(
                     commit_us = stats.commit.as_micros(),
                     "group commit"
                 );
-                let ok = result.is_ok();
-                committing.store(ok, Ordering::Release);
-                answer_all(batch, &result);
-                return ok.then_some(stats);
+                if let Err(e) = result {
+                    answer_all(batch, &Err(e.clone()));
+                    return Err(e);
+                }
+                let acknowledged = guard.check_file();
+                answer_all(batch, &acknowledged);
+                return Ok(acknowledged.is_ok().then_some(stats));
             }
             Err((index, error)) => {
                 // Roll back the partial writes of the whole batch, answer the culprit, and run
@@ -243,7 +285,7 @@ fn commit_batch(
                 }
                 batch.remove(index).complete(Err(error));
                 if batch.is_empty() {
-                    return None;
+                    return Ok(None);
                 }
             }
         }

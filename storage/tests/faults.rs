@@ -782,7 +782,8 @@ async fn a_change_and_its_audit_entry_are_kept_or_lost_together() {
                 event_types: Vec::new(),
                 channel: "webhook".into(),
                 secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
-                previous_secret: None,
+                previous_secrets: Vec::new(),
+                config_secret_sha256: None,
                 rate_limit_per_sec: None,
                 enabled: true,
                 disabled_reason: None,
@@ -790,6 +791,7 @@ async fn a_change_and_its_audit_entry_are_kept_or_lost_together() {
                 updated_at_ms: 1,
                 from_config: false,
                 circuit: CircuitRecord::default(),
+                policy: herald_storage::DestinationPolicy::default(),
             };
             let audit = AuditEntry {
                 at_ms: 1,

@@ -98,7 +98,8 @@ fn destination() -> DestinationRecord {
         event_types: Vec::new(),
         channel: "webhook".into(),
         secret: "whsec_x".into(),
-        previous_secret: None,
+        previous_secrets: Vec::new(),
+        config_secret_sha256: None,
         rate_limit_per_sec: None,
         enabled: true,
         disabled_reason: None,
@@ -106,6 +107,7 @@ fn destination() -> DestinationRecord {
         updated_at_ms: 0,
         from_config: false,
         circuit: herald_storage::CircuitRecord::default(),
+        policy: herald_storage::DestinationPolicy::default(),
     }
 }
 

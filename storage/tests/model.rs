@@ -155,7 +155,8 @@ impl Model {
             event_types: Vec::new(),
             channel: "webhook".into(),
             secret: format!("whsec_{name}_{version}"),
-            previous_secret: None,
+            previous_secrets: Vec::new(),
+            config_secret_sha256: None,
             rate_limit_per_sec: None,
             enabled: true,
             disabled_reason: None,
@@ -163,6 +164,7 @@ impl Model {
             updated_at_ms: self.now,
             from_config: false,
             circuit: CircuitRecord::default(),
+            policy: herald_storage::DestinationPolicy::default(),
         }
     }
 

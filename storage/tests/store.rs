@@ -259,7 +259,8 @@ fn destination(secret: &str) -> herald_storage::DestinationRecord {
         event_types: Vec::new(),
         channel: "webhook".into(),
         secret: secret.into(),
-        previous_secret: None,
+        previous_secrets: Vec::new(),
+        config_secret_sha256: None,
         rate_limit_per_sec: None,
         enabled: true,
         disabled_reason: None,
@@ -267,6 +268,7 @@ fn destination(secret: &str) -> herald_storage::DestinationRecord {
         updated_at_ms: 1,
         from_config: false,
         circuit: herald_storage::CircuitRecord::default(),
+        policy: herald_storage::DestinationPolicy::default(),
     }
 }
 

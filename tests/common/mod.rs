@@ -124,6 +124,30 @@ impl Server {
         }
     }
 
+    /// Starts herald over a store whose writes, syncs and resizes fail while the returned
+    /// switch is on (a full disk); the store reopens itself as one on a plain file does.
+    pub async fn start_switched(extra: &str) -> (Self, herald_storage::testing::FaultSwitch) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = herald::config::load_from_str(&config_text(&dir, extra), Vec::new())
+            .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let running = herald::start_with(config, move |path, options| {
+            let (store, switch) = herald_storage::testing::open_switched(path, options)?;
+            let _ = tx.send(switch);
+            Ok(store)
+        })
+        .await
+        .unwrap();
+        let server = Self {
+            ingest: running.ingest_addr,
+            api: running.api_addr,
+            dir,
+            running: Some(running),
+            http: reqwest::Client::new(),
+        };
+        (server, rx.recv().unwrap())
+    }
+
     /// Stops gracefully and hands back the data directory.
     pub async fn stop(mut self) -> tempfile::TempDir {
         if let Some(running) = self.running.take() {

@@ -5,23 +5,26 @@
 //! attempt uses. Secrets never reach the audit trail: a rotation records only that it happened
 //! and its grace period.
 
-use herald_storage::{Channel, CircuitRecord, DestinationRecord};
+use std::collections::BTreeMap;
+
+use herald_storage::{Channel, CircuitRecord, DestinationPolicy, DestinationRecord};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Admin, AdminError, AdminResult, entry, now_ms};
 use crate::cache_keys;
-use crate::dispatcher::ssrf;
+use crate::dispatcher::{policy, rotation, ssrf};
 use crate::verifier::schemes::{decode_whsec, encode_whsec};
 
 /// How long a rotated-out secret keeps signing, unless the request says otherwise.
-pub const DEFAULT_GRACE_SECS: u64 = 86_400;
+pub const DEFAULT_GRACE_SECS: u64 = rotation::DEFAULT_GRACE_MS / 1000;
 /// The longest grace period a rotation may ask for (a year).
 pub const MAX_GRACE_SECS: u64 = 366 * 86_400;
 
 /// `POST /v1/destinations`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[allow(clippy::option_option)]
 pub struct NewDestination {
     pub name: String,
     pub url: String,
@@ -38,6 +41,18 @@ pub struct NewDestination {
     pub rate_limit_per_sec: Option<u32>,
     #[serde(default)]
     pub enabled: Option<bool>,
+    /// Overrides of `[delivery]` (see [`policy`]); `null` removes one in a PATCH.
+    #[serde(default, deserialize_with = "double_option")]
+    pub timeout_ms: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub max_attempts: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub backoff_base_ms: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub backoff_max_ms: Option<Option<u64>>,
+    /// Static headers sent with every attempt; replaces them all (`null` or `{}`: none).
+    #[serde(default, deserialize_with = "double_option")]
+    pub headers: Option<Option<BTreeMap<String, String>>>,
 }
 
 /// `PATCH /v1/destinations/{name}`: absent fields are left alone; `rate_limit_per_sec: null`
@@ -58,6 +73,18 @@ pub struct DestinationPatch {
     pub rate_limit_per_sec: Option<Option<u32>>,
     #[serde(default)]
     pub enabled: Option<bool>,
+    /// Overrides of `[delivery]` (see [`policy`]); `null` removes one in a PATCH.
+    #[serde(default, deserialize_with = "double_option")]
+    pub timeout_ms: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub max_attempts: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub backoff_base_ms: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub backoff_max_ms: Option<Option<u64>>,
+    /// Static headers sent with every attempt; replaces them all (`null` or `{}`: none).
+    #[serde(default, deserialize_with = "double_option")]
+    pub headers: Option<Option<BTreeMap<String, String>>>,
 }
 
 /// `POST /v1/destinations/{name}/rotate-secret`.
@@ -68,11 +95,62 @@ pub struct Rotation {
     pub grace_secs: Option<u64>,
 }
 
-/// A rotation's outcome: the new secret, shown once, and until when the previous one signs.
+/// A rotation's outcome: the new secret, shown once, and until when each previous secret
+/// signs (newest first).
 #[derive(Debug, Clone)]
 pub struct Rotated {
     pub secret: String,
-    pub previous_valid_until_ms: Option<u64>,
+    pub previous_valid_until_ms: Vec<u64>,
+}
+
+/// A request's changes to a destination's own policy (absent: unchanged; `null`: removed).
+#[derive(Debug, Clone, Default)]
+#[allow(clippy::option_option)]
+struct PolicyChange {
+    timeout_ms: Option<Option<u64>>,
+    max_attempts: Option<Option<u32>>,
+    backoff_base_ms: Option<Option<u64>>,
+    backoff_max_ms: Option<Option<u64>>,
+    headers: Option<Option<BTreeMap<String, String>>>,
+}
+
+impl PolicyChange {
+    /// `current` with these changes, checked by [`policy::check`].
+    fn apply(
+        &self,
+        current: &DestinationPolicy,
+        defaults: &policy::Defaults,
+    ) -> AdminResult<DestinationPolicy> {
+        let mut next = current.clone();
+        if let Some(v) = self.timeout_ms {
+            next.timeout_ms = v;
+        }
+        if let Some(v) = self.max_attempts {
+            next.max_attempts = v;
+        }
+        if let Some(v) = self.backoff_base_ms {
+            next.backoff_base_ms = v;
+        }
+        if let Some(v) = self.backoff_max_ms {
+            next.backoff_max_ms = v;
+        }
+        if let Some(v) = &self.headers {
+            next.headers = v.clone().unwrap_or_default();
+        }
+        policy::check(&next, defaults).map_err(|e| AdminError::invalid(e.field, e.message))
+    }
+}
+
+macro_rules! policy_change {
+    ($req:expr) => {
+        PolicyChange {
+            timeout_ms: $req.timeout_ms,
+            max_attempts: $req.max_attempts,
+            backoff_base_ms: $req.backoff_base_ms,
+            backoff_max_ms: $req.backoff_max_ms,
+            headers: $req.headers.clone(),
+        }
+    };
 }
 
 /// A created destination with its secret: the only time the secret is shown.
@@ -128,6 +206,10 @@ impl Admin {
             }
             None => new_secret(),
         };
+        let own_policy = policy_change!(req).apply(
+            &DestinationPolicy::default(),
+            &self.core.settings.delivery.defaults(),
+        )?;
         let now = now_ms();
         let record = DestinationRecord {
             url,
@@ -135,7 +217,8 @@ impl Admin {
             event_types: check_event_types(req.event_types.unwrap_or_default())?,
             channel: check_channel(req.channel.as_deref().unwrap_or("webhook"))?,
             secret: secret.clone(),
-            previous_secret: None,
+            previous_secrets: Vec::new(),
+            config_secret_sha256: None,
             rate_limit_per_sec: check_rate(req.rate_limit_per_sec)?,
             enabled: req.enabled.unwrap_or(true),
             disabled_reason: None,
@@ -143,6 +226,7 @@ impl Admin {
             updated_at_ms: now,
             from_config: false,
             circuit: CircuitRecord::default(),
+            policy: own_policy,
         };
         let audit = entry(
             actor,
@@ -178,6 +262,11 @@ impl Admin {
         let channel = req.channel.as_deref().map(check_channel).transpose()?;
         let rate = req.rate_limit_per_sec.map(check_rate).transpose()?;
         let enabled = req.enabled;
+        // Checked against the current policy now (a bad value is refused before anything is
+        // written), and applied to the stored one in the update, so concurrent changes compose.
+        let change = policy_change!(req);
+        let defaults = self.core.settings.delivery.defaults();
+        change.apply(&self.destination(name).await?.policy, &defaults)?;
         let now = now_ms();
         let (actor, subject) = (actor.to_owned(), name.to_owned());
         let updated = self
@@ -186,6 +275,10 @@ impl Admin {
             .update_destination(
                 name.to_owned(),
                 move |r| {
+                    // Only a change made meanwhile could fail here: then the policy stays.
+                    if let Ok(next) = change.apply(&r.policy, &defaults) {
+                        r.policy = next;
+                    }
                     if let Some(url) = &url {
                         r.url.clone_from(url);
                     }
@@ -264,9 +357,13 @@ impl Admin {
                 format_args!("must be at most {MAX_GRACE_SECS} (a year)"),
             ));
         }
-        let secret = new_secret();
         let now = now_ms();
-        let until = now.saturating_add(grace_secs.saturating_mul(1000));
+        // Refused before anything is written if too many previous secrets still sign.
+        let mut current = self.destination(name).await?;
+        let secret = new_secret();
+        let grace_ms = grace_secs.saturating_mul(1000);
+        rotation::rotate(&mut current, secret.clone(), grace_ms, now)
+            .map_err(|e| AdminError::Conflict(e.to_string()))?;
         let new = secret.clone();
         let (actor, subject) = (actor.to_owned(), name.to_owned());
         let updated = self
@@ -275,9 +372,10 @@ impl Admin {
             .update_destination(
                 name.to_owned(),
                 move |r| {
-                    let old = std::mem::replace(&mut r.secret, new.clone());
-                    r.previous_secret = Some((old, until));
-                    r.updated_at_ms = now;
+                    // Only rotations made meanwhile could refuse this one; then nothing changes.
+                    if rotation::rotate(r, new.clone(), grace_ms, now).is_ok() {
+                        r.updated_at_ms = now;
+                    }
                 },
                 Some(move |_: &DestinationRecord, _: &DestinationRecord| {
                     // Never a secret in the audit trail: only that it happened, and the grace.
@@ -292,10 +390,19 @@ impl Admin {
             )
             .await?
             .ok_or_else(|| AdminError::not_found(format_args!("destination {name}")))?;
+        if updated.secret != secret {
+            return Err(AdminError::Conflict(rotation::TooManySecrets.to_string()));
+        }
         self.destination_changed(name, Some(&updated));
         Ok(Rotated {
             secret,
-            previous_valid_until_ms: updated.previous_secret.map(|(_, until)| until),
+            previous_valid_until_ms: updated
+                .previous_secrets
+                .iter()
+                .rev()
+                .filter(|p| p.expires_at_ms > now)
+                .map(|p| p.expires_at_ms)
+                .collect(),
         })
     }
 

@@ -2,21 +2,37 @@
 //!
 //! Work lives in storage, not in the mailbox: the `deliveries_due` queue holds every live
 //! delivery per destination in due order. A scan (on a timer, and whenever new work is
-//! committed) reads each sendable destination's due deliveries, up to its free slots, and
-//! starts one task per attempt. A delivery stays in the queue while its attempt is in flight
-//! (the dispatcher remembers it is in flight, so it is not started twice); its outcome is then
-//! written through the group commit, and only after that commit is it released. So a crash at
-//! any point leaves every unfinished delivery in the queue, to be attempted again after restart.
+//! committed) spawns, for each destination that may send, one task that reads its due
+//! deliveries (up to its allowance) and checks their opt-outs; the task casts the result back
+//! and the handler starts one task per attempt. The handler itself never awaits storage, so
+//! outcomes and new work are handled while reads are under way. A delivery stays in the queue
+//! while its attempt is in flight (the dispatcher remembers it is in flight, so it is not
+//! started twice); its outcome is then written through the group commit, and only after that
+//! commit is it released. So a crash at any point leaves every unfinished delivery in the
+//! queue, to be attempted again after restart.
+//!
+//! Isolation: each destination's allowance is its fair share of the in-flight budget
+//! ([`fairness`]), with a reserve that a quiet destination can always use, so slow, timing-out
+//! or backlogged receivers never hold the slots another destination needs.
+//!
+//! Storage faults: an outcome that cannot be committed is kept in memory, its delivery still in
+//! flight, and committed again later (with backoff): it is never re-sent meanwhile, and nothing
+//! new is sent while the store refuses writes, so a failing disk cannot turn retries into a
+//! storm.
 //!
 //! Per destination, as actor state: the circuit breaker (persisted on every transition), the
-//! rate limiter, the signing keys, and the count of attempts in flight. While a circuit is
-//! open, or the destination is disabled (a 410), its deliveries wait without spending attempts.
+//! rate limiter and the attempts in flight. The signing secrets are chosen at every attempt
+//! ([`rotation`]). While a circuit is open, or the destination is disabled (a 410), its
+//! deliveries wait without spending attempts.
 
 pub mod breaker;
+pub mod fairness;
 pub mod headers;
 pub mod messages;
 pub mod outbound;
+pub mod policy;
 pub mod retry;
+pub mod rotation;
 pub mod ssrf;
 pub mod tls;
 
@@ -27,7 +43,7 @@ use std::time::{Duration, SystemTime};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use herald_storage::{
     Attempt, AttemptUpdate, AuditEntry, CircuitRecord, DestinationRecord, DueDelivery, MessageId,
-    Outcome, Recipient,
+    Outcome, Recipient, StorageError,
 };
 use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -40,16 +56,22 @@ use crate::suppression::rules;
 use crate::verifier::schemes::decode_whsec;
 use crate::{Core, Route, unix_ms};
 use breaker::{BreakerPolicy, Circuit, Transition};
+use fairness::Budget;
 pub use messages::DispatcherMsg;
 use outbound::{AttemptResult, HttpClient, Outbound};
 use retry::Backoff;
 
-/// Attempts in flight at once, over all destinations.
-pub const MAX_IN_FLIGHT: usize = 256;
-/// Attempts in flight at once to one destination.
-pub const MAX_IN_FLIGHT_PER_DESTINATION: usize = 64;
+/// The in-flight budget and how it is shared between destinations.
+pub const BUDGET: Budget = Budget::DEFAULT;
 /// The scan timer: the precision of retry times and of circuits reopening.
 const TICK: Duration = Duration::from_millis(200);
+/// A read of a destination's queue that has not answered by then is taken as lost (its task
+/// failed), so the destination is read again; a late answer is ignored.
+const READ_LOST_AFTER: Duration = Duration::from_secs(30);
+/// An outcome that could not be committed is committed again after this, doubling per failure
+/// up to [`RECORD_RETRY_MAX`].
+const RECORD_RETRY_BASE: Duration = Duration::from_millis(500);
+const RECORD_RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// Delivery policy, from `[delivery]` and `[circuit_breaker]`.
 #[derive(Debug, Clone)]
@@ -64,6 +86,17 @@ pub struct DeliverySettings {
     pub configured: Vec<(String, DestinationRecord)>,
     /// Trusted for `https` besides Mozilla's roots (`delivery.ca_file`).
     pub extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+}
+
+impl DeliverySettings {
+    /// What a destination's own policy falls back on.
+    pub fn defaults(&self) -> policy::Defaults {
+        policy::Defaults {
+            timeout: self.timeout,
+            max_attempts: self.max_attempts,
+            backoff: self.backoff,
+        }
+    }
 }
 
 /// What a finished attempt means.
@@ -111,9 +144,21 @@ struct Destination {
     record: DestinationRecord,
     circuit: Circuit,
     limiter: Option<DefaultDirectRateLimiter>,
-    /// The current key first, then the previous one while its grace period lasts.
-    keys: Arc<Vec<Vec<u8>>>,
     in_flight: HashSet<MessageId>,
+    /// A read of its due queue is under way.
+    reading: Option<Reading>,
+    /// Its last read filled the allowance it asked for: more is waiting.
+    backlog: bool,
+}
+
+/// A read of one destination's due queue, spawned by a scan.
+#[derive(Debug)]
+struct Reading {
+    id: u64,
+    started: std::time::Instant,
+    /// Deliveries released (their outcome committed) since the read began: its snapshot may
+    /// predate that commit and still show them as due.
+    released: HashSet<MessageId>,
 }
 
 impl std::fmt::Debug for Destination {
@@ -122,6 +167,7 @@ impl std::fmt::Debug for Destination {
             .field("url", &self.record.url)
             .field("circuit", &self.circuit)
             .field("in_flight", &self.in_flight.len())
+            .field("backlog", &self.backlog)
             .finish_non_exhaustive()
     }
 }
@@ -133,13 +179,13 @@ impl Destination {
             .rate_limit_per_sec
             .and_then(std::num::NonZeroU32::new)
             .map(|rate| RateLimiter::direct(Quota::per_second(rate)));
-        let keys = Arc::new(signing_keys(&record, now_ms));
         Self {
             record,
             circuit,
             limiter,
-            keys,
             in_flight: HashSet::new(),
+            reading: None,
+            backlog: false,
         }
     }
 
@@ -148,18 +194,19 @@ impl Destination {
         record.circuit = circuit_to_record(&self.circuit);
         record
     }
-}
 
-fn signing_keys(record: &DestinationRecord, now_ms: u64) -> Vec<Vec<u8>> {
-    let previous = record
-        .previous_secret
-        .as_ref()
-        .filter(|(_, until)| *until > now_ms)
-        .map(|(secret, _)| secret.as_str());
-    std::iter::once(record.secret.as_str())
-        .chain(previous)
-        .filter_map(|s| decode_whsec(s).ok())
-        .collect()
+    /// Has attempts in flight or work waiting: counts towards the fair share.
+    fn busy(&self) -> bool {
+        !self.in_flight.is_empty() || self.backlog
+    }
+
+    /// The keys that sign an attempt made now (see [`rotation`]).
+    fn signing_keys(&self, now_ms: u64) -> Vec<Vec<u8>> {
+        rotation::signing_at(&self.record, now_ms)
+            .into_iter()
+            .filter_map(|s| decode_whsec(s).ok())
+            .collect()
+    }
 }
 
 pub fn circuit_from_record(record: &CircuitRecord, policy: &BreakerPolicy, now_ms: u64) -> Circuit {
@@ -207,7 +254,19 @@ pub struct DispatcherState {
     client: HttpClient,
     destinations: HashMap<String, Destination>,
     in_flight: usize,
+    /// Numbers the reads, so that the answer of one taken as lost is ignored.
+    reads: u64,
+    /// Outcomes whose commit failed, to be committed again; their deliveries stay in flight.
+    unrecorded: Vec<Unrecorded>,
     timers: Vec<JoinHandle<()>>,
+}
+
+/// An outcome not committed yet, and when to try again.
+#[derive(Debug)]
+struct Unrecorded {
+    update: AttemptUpdate,
+    failures: u32,
+    retry_at: std::time::Instant,
 }
 
 impl std::fmt::Debug for DispatcherState {
@@ -215,6 +274,7 @@ impl std::fmt::Debug for DispatcherState {
         f.debug_struct("DispatcherState")
             .field("destinations", &self.destinations)
             .field("in_flight", &self.in_flight)
+            .field("unrecorded", &self.unrecorded.len())
             .finish_non_exhaustive()
     }
 }
@@ -244,7 +304,7 @@ impl Actor for Dispatcher {
             settings.allow_private,
             settings.timeout,
             &settings.extra_roots,
-            MAX_IN_FLIGHT_PER_DESTINATION,
+            BUDGET.per_destination,
         )?;
 
         let ticker = myself.send_interval(TICK, || DispatcherMsg::Scan);
@@ -266,6 +326,8 @@ impl Actor for Dispatcher {
             client,
             destinations,
             in_flight: 0,
+            reads: 0,
+            unrecorded: Vec::new(),
             timers: vec![ticker, waker],
         })
     }
@@ -288,7 +350,13 @@ impl Actor for Dispatcher {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            DispatcherMsg::Scan => scan(&myself, state).await,
+            DispatcherMsg::Scan => scan(&myself, state),
+            DispatcherMsg::Due {
+                destination,
+                read,
+                asked,
+                due,
+            } => start_due(&myself, state, &destination, read, asked, due),
             DispatcherMsg::AttemptDone(delivery, result) => {
                 finish(&myself, state, &delivery, &result);
             }
@@ -297,9 +365,22 @@ impl Actor for Dispatcher {
                     && dest.in_flight.remove(&key.message)
                 {
                     state.in_flight = state.in_flight.saturating_sub(1);
+                    if let Some(reading) = &mut dest.reading {
+                        reading.released.insert(key.message);
+                    }
                 }
                 // A slot is free: there may be more to send.
                 state.core.work.notify_one();
+            }
+            DispatcherMsg::NotRecorded(update, failures) => {
+                let wait = RECORD_RETRY_BASE
+                    .saturating_mul(1 << failures.saturating_sub(1).min(16))
+                    .min(RECORD_RETRY_MAX);
+                state.unrecorded.push(Unrecorded {
+                    update: *update,
+                    failures,
+                    retry_at: std::time::Instant::now() + wait,
+                });
             }
             DispatcherMsg::Reload(name) => reload(state, &name).await?,
         }
@@ -308,7 +389,8 @@ impl Actor for Dispatcher {
 }
 
 /// Config destinations are declarative: each start re-applies their settings (keeping run-time
-/// state: enabled, circuit, a rotation's previous secret); ones removed from the file go.
+/// state: enabled, circuit, and the secrets by [`rotation::apply_config_secret`]); ones removed
+/// from the file go.
 async fn apply_config(
     core: &Core,
     stored: &mut HashMap<String, DestinationRecord>,
@@ -316,18 +398,7 @@ async fn apply_config(
 ) -> Result<(), ActorProcessingErr> {
     let configured = &core.settings.delivery.configured;
     for (name, wanted) in configured {
-        let record = match stored.get(name) {
-            Some(existing) => DestinationRecord {
-                enabled: existing.enabled,
-                disabled_reason: existing.disabled_reason.clone(),
-                circuit: existing.circuit,
-                previous_secret: existing.previous_secret.clone(),
-                created_at_ms: existing.created_at_ms,
-                updated_at_ms: now,
-                ..wanted.clone()
-            },
-            None => wanted.clone(),
-        };
+        let record = configured_record(stored.get(name), wanted, now);
         if stored.get(name) != Some(&record) {
             core.store
                 .put_destination(name.clone(), record.clone())
@@ -358,6 +429,42 @@ async fn apply_config(
     Ok(())
 }
 
+/// What a config destination's stored record becomes at a start: the file's settings, the
+/// stored run-time state, and the secrets by [`rotation::apply_config_secret`].
+pub fn configured_record(
+    existing: Option<&DestinationRecord>,
+    wanted: &DestinationRecord,
+    now: u64,
+) -> DestinationRecord {
+    let Some(existing) = existing else {
+        let mut fresh = wanted.clone();
+        rotation::apply_config_secret(&mut fresh, &wanted.secret, now);
+        return fresh;
+    };
+    let mut record = DestinationRecord {
+        enabled: existing.enabled,
+        disabled_reason: existing.disabled_reason.clone(),
+        circuit: existing.circuit,
+        secret: existing.secret.clone(),
+        previous_secrets: existing.previous_secrets.clone(),
+        config_secret_sha256: existing.config_secret_sha256.clone(),
+        created_at_ms: existing.created_at_ms,
+        updated_at_ms: existing.updated_at_ms,
+        ..wanted.clone()
+    };
+    if rotation::apply_config_secret(&mut record, &wanted.secret, now)
+        == rotation::ConfigSecret::Rotated
+    {
+        tracing::info!(
+            "a config destination's secret changed: rotated, the old one signs for a day"
+        );
+    }
+    if record != *existing {
+        record.updated_at_ms = now;
+    }
+    record
+}
+
 fn publish_routes(core: &Core, destinations: &HashMap<String, Destination>) {
     let mut routes: Vec<Route> = destinations
         .iter()
@@ -376,11 +483,7 @@ async fn reload(state: &mut DispatcherState, name: &str) -> Result<(), ActorProc
     match state.core.store.destination(name.to_owned()).await? {
         Some(record) => {
             let policy = state.core.settings.delivery.breaker;
-            let in_flight = state
-                .destinations
-                .remove(name)
-                .map(|d| d.in_flight)
-                .unwrap_or_default();
+            let old = state.destinations.remove(name);
             if record.enabled {
                 // Re-enabled (or never disabled): any 410 alert for it is over.
                 state.core.perf_event(PerfEvent::DestinationEnabled {
@@ -388,7 +491,11 @@ async fn reload(state: &mut DispatcherState, name: &str) -> Result<(), ActorProc
                 });
             }
             let mut dest = Destination::new(record, &policy, now);
-            dest.in_flight = in_flight;
+            if let Some(old) = old {
+                dest.in_flight = old.in_flight;
+                dest.reading = old.reading;
+                dest.backlog = old.backlog;
+            }
             state.destinations.insert(name.to_owned(), dest);
         }
         None => {
@@ -402,106 +509,211 @@ async fn reload(state: &mut DispatcherState, name: &str) -> Result<(), ActorProc
     Ok(())
 }
 
-/// Starts attempts for every destination that may send, up to its free slots.
-async fn scan(myself: &ActorRef<DispatcherMsg>, state: &mut DispatcherState) {
+/// Spawns a read of the due queue of every destination that may send now, up to its
+/// allowance; each read answers with [`DispatcherMsg::Due`]. Also commits again the outcomes
+/// whose commit failed, once they are due. Sends nothing while the store refuses writes: the
+/// outcomes could not be recorded, and each would be sent again and again.
+fn scan(myself: &ActorRef<DispatcherMsg>, state: &mut DispatcherState) {
     let now = now_ms();
+    if !state.core.store.accepts_writes() {
+        return;
+    }
+    record_again(myself, state);
     let policy = state.core.settings.delivery.breaker;
-    let mut names: Vec<String> = state.destinations.keys().cloned().collect();
-    names.sort();
-    for name in names {
-        let free_total = MAX_IN_FLIGHT.saturating_sub(state.in_flight);
-        if free_total == 0 {
-            return;
-        }
-        let Some(dest) = state.destinations.get_mut(&name) else {
+    let busy = state.destinations.values().filter(|d| d.busy()).count();
+    for (name, dest) in &mut state.destinations {
+        if dest
+            .reading
+            .as_ref()
+            .is_some_and(|r| r.started.elapsed() < READ_LOST_AFTER)
+        {
             continue;
-        };
-        let limit = sendable(dest, free_total, &policy, now);
+        }
+        let busy = busy - usize::from(dest.busy()) + 1;
+        let allowance = BUDGET.allowance(dest.in_flight.len(), busy, state.in_flight);
+        let limit = sendable(dest, allowance, &policy, now);
         if limit == 0 {
             continue;
         }
-        let due = state
-            .core
-            .store
-            .due_deliveries(name.clone(), now, limit, dest.in_flight.clone())
-            .await;
-        let due = match due {
-            Ok(due) => due,
-            Err(e) => {
-                tracing::error!(destination = %name, error = %e, "reading due deliveries");
-                continue;
-            }
+        state.reads += 1;
+        dest.reading = Some(Reading {
+            id: state.reads,
+            started: std::time::Instant::now(),
+            released: HashSet::new(),
+        });
+        let read = Read {
+            destination: name.clone(),
+            id: state.reads,
+            channel: dest.record.channel.clone(),
+            limit,
+            skip: dest.in_flight.clone(),
+            now,
         };
-        let Some(channel) = state
-            .destinations
-            .get(&name)
-            .map(|d| d.record.channel.clone())
-        else {
-            continue;
-        };
-        // Every opt-out check of this batch at once: each is one or two cache lookups, and a
-        // miss is a storage read; one after the other they would stall the whole dispatcher.
-        let verdicts = check_all(&state.core, &channel, &due, now).await;
-        let Some(dest) = state.destinations.get_mut(&name) else {
-            continue;
-        };
-        for (delivery, verdict) in due.into_iter().zip(verdicts) {
-            // Opted out or suppressed: recorded, never sent, costs no attempt. If the check
-            // itself fails, the delivery waits for the next scan: never send unchecked.
-            let verdict = match verdict {
-                Ok(verdict) => verdict,
-                Err(e) => {
-                    tracing::warn!(error = %e, "opt-out check failed; delivery deferred");
-                    continue;
-                }
-            };
-            state.core.perf_event(PerfEvent::Delivery {
-                suppressed: verdict.is_some(),
-            });
-            if let Some(reason) = verdict {
-                dest.in_flight.insert(delivery.key.message);
-                state.in_flight += 1;
-                state.core.metrics.delivery(&name, "suppressed");
-                let update = AttemptUpdate {
-                    key: delivery.key,
-                    attempt: None,
-                    outcome: Outcome::Suppressed { reason },
-                    destination: None,
-                    now_ms: now,
-                };
-                record(myself, &state.core, update);
-                continue;
-            }
-            if dest.limiter.as_ref().is_some_and(|l| l.check().is_err()) {
-                break; // over its rate: the rest wait for the next scan
-            }
-            if !dest.circuit.admit(&policy, now) {
-                break;
-            }
-            dest.in_flight.insert(delivery.key.message);
-            state.in_flight += 1;
-            launch(
-                myself,
-                &state.client,
-                dest,
-                delivery,
-                state.core.settings.delivery.timeout,
-            );
-        }
+        tokio::spawn(read.run(Arc::clone(&state.core), myself.clone()));
     }
 }
 
-/// How many attempts `dest` may start now: none while disabled; closed, as many as its free
-/// slots (and the global ones) allow; open, none until its period is over, then one probe.
-fn sendable(dest: &Destination, free_total: usize, policy: &BreakerPolicy, now: u64) -> usize {
+/// One destination's read, off the actor: due deliveries, then their opt-out checks.
+struct Read {
+    destination: String,
+    id: u64,
+    channel: String,
+    limit: usize,
+    skip: HashSet<MessageId>,
+    now: u64,
+}
+
+impl Read {
+    async fn run(self, core: Arc<Core>, me: ActorRef<DispatcherMsg>) {
+        let Self {
+            destination,
+            id,
+            channel,
+            limit,
+            skip,
+            now,
+        } = self;
+        let due = match core
+            .store
+            .due_deliveries(destination.clone(), now, limit, skip)
+            .await
+        {
+            Ok(due) => {
+                // Every opt-out check at once: each is one or two cache lookups, and a miss is
+                // a storage read.
+                let verdicts = check_all(&core, &channel, &due, now).await;
+                Ok(due.into_iter().zip(verdicts).collect())
+            }
+            Err(e) => Err(e),
+        };
+        let _ = me.cast(DispatcherMsg::Due {
+            destination,
+            read: id,
+            asked: limit,
+            due,
+        });
+    }
+}
+
+/// Starts the attempts of a read's due deliveries, as far as the destination's allowance goes
+/// now (other reads may have started attempts since this one was spawned). What is not started
+/// stays queued for a later scan.
+fn start_due(
+    myself: &ActorRef<DispatcherMsg>,
+    state: &mut DispatcherState,
+    name: &str,
+    read: u64,
+    asked: usize,
+    due: Result<Vec<(DueDelivery, OptOut)>, StorageError>,
+) {
+    let now = now_ms();
+    let policy = state.core.settings.delivery.breaker;
+    let others_busy = state
+        .destinations
+        .iter()
+        .filter(|(n, d)| n.as_str() != name && d.busy())
+        .count();
+    let Some(dest) = state.destinations.get_mut(name) else {
+        return; // deleted meanwhile
+    };
+    let released = match dest.reading.take() {
+        Some(reading) if reading.id == read => reading.released,
+        other => {
+            dest.reading = other; // the answer of a read taken as lost
+            return;
+        }
+    };
+    let due = match due {
+        Ok(due) => due,
+        Err(e) => {
+            tracing::error!(destination = %name, error = %e, "reading due deliveries");
+            return;
+        }
+    };
+    dest.backlog = due.len() >= asked;
+    if !state.core.store.accepts_writes() {
+        return;
+    }
+    for (delivery, verdict) in due {
+        let id = delivery.key.message;
+        if released.contains(&id) || dest.in_flight.contains(&id) {
+            continue;
+        }
+        // Opted out or suppressed: recorded, never sent, costs no attempt. If the check
+        // itself failed, the delivery waits for the next scan: never send unchecked.
+        let verdict = match verdict {
+            Ok(verdict) => verdict,
+            Err(e) => {
+                tracing::warn!(error = %e, "opt-out check failed; delivery deferred");
+                continue;
+            }
+        };
+        state.core.perf_event(PerfEvent::Delivery {
+            suppressed: verdict.is_some(),
+        });
+        if let Some(reason) = verdict {
+            dest.in_flight.insert(id);
+            state.in_flight += 1;
+            state.core.metrics.delivery(name, "suppressed");
+            let update = AttemptUpdate {
+                key: delivery.key,
+                attempt: None,
+                outcome: Outcome::Suppressed { reason },
+                destination: None,
+                now_ms: now,
+            };
+            record(myself, &state.core, update, 0);
+            continue;
+        }
+        let allowance = BUDGET.allowance(dest.in_flight.len(), others_busy + 1, state.in_flight);
+        if sendable(dest, allowance, &policy, now) == 0 {
+            break;
+        }
+        if dest.limiter.as_ref().is_some_and(|l| l.check().is_err()) {
+            break; // over its rate: the rest wait for the next scan
+        }
+        if !dest.circuit.admit(&policy, now) {
+            break;
+        }
+        dest.in_flight.insert(id);
+        state.in_flight += 1;
+        launch(
+            myself,
+            &state.client,
+            dest,
+            delivery,
+            &state.core.settings.delivery.defaults(),
+            now,
+        );
+    }
+}
+
+/// Commits again the outcomes whose commit failed and whose wait is over.
+fn record_again(myself: &ActorRef<DispatcherMsg>, state: &mut DispatcherState) {
+    if state.unrecorded.is_empty() {
+        return;
+    }
+    let now = std::time::Instant::now();
+    let (due, waiting): (Vec<Unrecorded>, Vec<Unrecorded>) = std::mem::take(&mut state.unrecorded)
+        .into_iter()
+        .partition(|u| u.retry_at <= now);
+    state.unrecorded = waiting;
+    for Unrecorded {
+        update, failures, ..
+    } in due
+    {
+        record(myself, &state.core, update, failures);
+    }
+}
+
+/// How many attempts `dest` may start now, given its fair-share `allowance`: none while
+/// disabled; closed, the allowance; open, none until its period is over, then one probe.
+fn sendable(dest: &Destination, allowance: usize, policy: &BreakerPolicy, now: u64) -> usize {
     if !dest.record.enabled {
         return 0;
     }
-    let free = MAX_IN_FLIGHT_PER_DESTINATION
-        .saturating_sub(dest.in_flight.len())
-        .min(free_total);
     match dest.circuit {
-        Circuit::Closed { .. } => free,
+        Circuit::Closed { .. } => allowance,
         Circuit::Open { .. }
             if dest
                 .circuit
@@ -511,7 +723,7 @@ fn sendable(dest: &Destination, free_total: usize, policy: &BreakerPolicy, now: 
             0
         }
         Circuit::HalfOpen { probing: true, .. } => 0,
-        Circuit::Open { .. } | Circuit::HalfOpen { .. } => free.min(1),
+        Circuit::Open { .. } | Circuit::HalfOpen { .. } => allowance.min(1),
     }
 }
 
@@ -520,11 +732,16 @@ fn launch(
     client: &HttpClient,
     dest: &Destination,
     delivery: DueDelivery,
-    timeout: Duration,
+    defaults: &policy::Defaults,
+    now_ms: u64,
 ) {
     let client = client.clone();
     let url = dest.record.url.clone();
-    let keys = Arc::clone(&dest.keys);
+    // Chosen now, at the attempt: a previous secret whose grace has ended no longer signs, and
+    // the destination's own policy applies as it is now.
+    let keys = dest.signing_keys(now_ms);
+    let timeout = policy::timeout(&dest.record.policy, defaults);
+    let headers = policy::headers(&dest.record.policy);
     let me = myself.clone();
     tokio::spawn(async move {
         let id = delivery.key.message.to_string();
@@ -536,6 +753,7 @@ fn launch(
                 content_type: delivery.message.content_type.as_deref(),
                 body: delivery.body.clone(),
                 keys: &keys,
+                headers: &headers,
             },
             timeout,
         )
@@ -616,10 +834,11 @@ fn finish(
                 });
             }
             changed = true;
+            let defaults = settings.defaults();
             after_failure(
                 delivery.round_attempts.saturating_add(1),
-                settings.max_attempts,
-                &settings.backoff,
+                policy::max_attempts(&dest.record.policy, &defaults),
+                &policy::backoff(&dest.record.policy, &defaults),
                 rand::random::<f64>(),
                 result.retry_after,
                 now,
@@ -643,6 +862,7 @@ fn finish(
             destination,
             now_ms: now,
         },
+        0,
     );
 }
 
@@ -671,7 +891,7 @@ fn set_circuit_gauge(metrics: &Metrics, destination: &str, circuit: &Circuit) {
 }
 
 /// An opt-out check: why a delivery is held back (`Some`), or that it may go (`None`).
-type OptOut = Result<Option<String>, crate::cache::CacheError>;
+pub type OptOut = Result<Option<String>, crate::cache::CacheError>;
 
 /// The opt-out verdict of every delivery in `due`, in order, checked concurrently. A check
 /// that could not be made (the cache is restarting, a task failed) is an error: the delivery
@@ -724,10 +944,17 @@ async fn held_back(
     ))
 }
 
-/// Writes an outcome through the group commit; the delivery is released after the commit.
-fn record(myself: &ActorRef<DispatcherMsg>, core: &Arc<Core>, update: AttemptUpdate) {
+/// Writes an outcome through the group commit; the delivery is released after the commit. If
+/// the commit fails the outcome comes back as [`DispatcherMsg::NotRecorded`] (`failures` + 1)
+/// and the delivery stays in flight: it is not sent again before its outcome is committed.
+fn record(
+    myself: &ActorRef<DispatcherMsg>,
+    core: &Arc<Core>,
+    update: AttemptUpdate,
+    failures: u32,
+) {
     let me = myself.clone();
-    let recorded = update.key.clone();
+    let kept = update.clone();
     // The destination's stored state changed (circuit, disabled): drop its cached copy once
     // the change is committed.
     let changed = update.destination.as_ref().map(|(name, _)| name.clone());
@@ -736,13 +963,17 @@ fn record(myself: &ActorRef<DispatcherMsg>, core: &Arc<Core>, update: AttemptUpd
         update,
         Box::new(move |result| {
             if let Err(e) = result {
-                // Not recorded: the delivery is still queued as before, and is retried.
-                tracing::error!(error = %e, "recording an outcome failed");
+                tracing::error!(error = %e, delivery = %kept.key, "recording an outcome failed; kept to record again");
+                let _ = me.cast(DispatcherMsg::NotRecorded(
+                    Box::new(kept),
+                    failures.saturating_add(1),
+                ));
+                return;
             }
             if let Some(name) = &changed {
                 cache.invalidate(&crate::cache_keys::destination(name));
             }
-            let _ = me.cast(DispatcherMsg::Recorded(recorded));
+            let _ = me.cast(DispatcherMsg::Recorded(kept.key));
         }),
     );
 }

@@ -73,8 +73,10 @@ pub struct Outbound<'a> {
     pub message_id: &'a str,
     pub content_type: Option<&'a str>,
     pub body: Bytes,
-    /// Signing keys: the current one first, then the previous one during a rotation.
+    /// Signing keys: the current one first, then the previous ones during their grace.
     pub keys: &'a [Vec<u8>],
+    /// The destination's static headers (none of them one herald sets itself).
+    pub headers: &'a [(http::HeaderName, HeaderValue)],
 }
 
 /// The `webhook-signature` value: one `v1,<base64>` per key, space-separated.
@@ -100,9 +102,11 @@ pub async fn send(client: &HttpClient, out: Outbound<'_>, timeout: Duration) -> 
         .content_type
         .and_then(|c| HeaderValue::from_str(c).ok())
         .unwrap_or(HeaderValue::from_static("application/json"));
-    let request = Request::builder()
-        .method(Method::POST)
-        .uri(out.url)
+    let mut request = Request::builder().method(Method::POST).uri(out.url);
+    for (name, value) in out.headers {
+        request = request.header(name, value);
+    }
+    let request = request
         .header(header::CONTENT_TYPE, content_type)
         .header(
             header::USER_AGENT,

@@ -407,6 +407,7 @@ mod tests {
             content_type: None,
             body: bytes::Bytes::from_static(b"{}"),
             keys: &[b"key".to_vec()],
+            headers: &[],
         };
         outbound::send(&client, out, Duration::from_secs(4)).await
     }

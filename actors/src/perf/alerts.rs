@@ -47,6 +47,8 @@ pub enum AlertKind {
     CacheMissRate,
     /// Storage commits are slower than their threshold.
     SlowStorage,
+    /// Storage refuses writes: reopening after an I/O error, or its data file was removed.
+    StorageUnavailable,
     /// A large share of deliveries is suppressed.
     SuppressionRate,
     /// A bulk operation (DLQ bulk retry, …) is running or ran.
@@ -54,7 +56,7 @@ pub enum AlertKind {
 }
 
 impl AlertKind {
-    pub const ALL: [AlertKind; 10] = [
+    pub const ALL: [AlertKind; 11] = [
         AlertKind::BudgetViolated,
         AlertKind::CircuitOpen,
         AlertKind::DestinationDisabled,
@@ -63,6 +65,7 @@ impl AlertKind {
         AlertKind::StaleTimestamps,
         AlertKind::CacheMissRate,
         AlertKind::SlowStorage,
+        AlertKind::StorageUnavailable,
         AlertKind::SuppressionRate,
         AlertKind::BulkOperation,
     ];
@@ -77,6 +80,7 @@ impl AlertKind {
             AlertKind::StaleTimestamps => "stale_timestamps",
             AlertKind::CacheMissRate => "cache_miss_rate",
             AlertKind::SlowStorage => "slow_storage",
+            AlertKind::StorageUnavailable => "storage_unavailable",
             AlertKind::SuppressionRate => "suppression_rate",
             AlertKind::BulkOperation => "bulk_operation",
         }

@@ -84,6 +84,11 @@ pub enum PerfEvent {
         took: Duration,
         jobs: usize,
     },
+    /// The store's health changed (see `herald_storage::health`): `unavailable` says why it
+    /// refuses writes, `None` once it takes them again.
+    StorageHealth {
+        unavailable: Option<String>,
+    },
 }
 
 #[derive(Debug)]
@@ -171,6 +176,8 @@ pub struct PerfState {
     /// When storage maintenance last ran (or the monitor started).
     maintained_at_ms: u64,
     ticker: Option<JoinHandle<()>>,
+    /// Forwards the store's health changes as [`PerfEvent::StorageHealth`].
+    health: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for PerfState {
@@ -192,6 +199,7 @@ impl Actor for PerfMonitor {
         args: PerfArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let window_ms = u64::try_from(VITALS_WINDOW.as_millis()).unwrap_or(u64::MAX);
+        let health = Some(watch_storage(&args.core, myself.clone()));
         Ok(PerfState {
             core: args.core,
             budgets: args.budgets,
@@ -210,6 +218,7 @@ impl Actor for PerfMonitor {
             cache_seen: (0, 0),
             maintained_at_ms: now_ms(),
             ticker: Some(myself.send_interval(TICK, || PerfMsg::Tick)),
+            health,
         })
     }
 
@@ -218,8 +227,11 @@ impl Actor for PerfMonitor {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        if let Some(ticker) = state.ticker.take() {
-            ticker.abort();
+        for task in [state.ticker.take(), state.health.take()]
+            .into_iter()
+            .flatten()
+        {
+            task.abort();
         }
         Ok(())
     }
@@ -271,6 +283,45 @@ impl Actor for PerfMonitor {
         }
         Ok(())
     }
+}
+
+/// Opens the `storage_unavailable` alert while the store refuses writes; resolves it after.
+fn storage_health(
+    book: &mut AlertBook,
+    unavailable: Option<String>,
+    now: u64,
+) -> Option<Transition> {
+    match unavailable {
+        Some(why) => book.raise(
+            AlertKind::StorageUnavailable,
+            "storage",
+            Severity::Critical,
+            format!("storage refuses writes: {why}"),
+            now,
+        ),
+        None => book.clear(AlertKind::StorageUnavailable, "storage", now),
+    }
+}
+
+/// A task casting the store's current health, then every change of it, to the monitor.
+fn watch_storage(core: &Core, me: ActorRef<PerfMsg>) -> JoinHandle<()> {
+    let mut health = core.store.watch_health();
+    tokio::spawn(async move {
+        loop {
+            let unavailable = match &*health.borrow_and_update() {
+                herald_storage::Health::Healthy => None,
+                herald_storage::Health::Reopening { error } => {
+                    Some(format!("reopening the database after: {error}"))
+                }
+                herald_storage::Health::Lost { reason } => Some(reason.clone()),
+                other => Some(format!("{other:?}")),
+            };
+            let event = PerfEvent::StorageHealth { unavailable };
+            if me.cast(PerfMsg::Event(event)).is_err() || health.changed().await.is_err() {
+                return;
+            }
+        }
+    })
 }
 
 fn on_event(state: &mut PerfState, event: PerfEvent, now: u64) -> Vec<Transition> {
@@ -352,6 +403,7 @@ fn on_event(state: &mut PerfState, event: PerfEvent, now: u64) -> Vec<Transition
             state.decisions.1 += 1;
             None
         }
+        PerfEvent::StorageHealth { unavailable } => storage_health(book, unavailable, now),
         PerfEvent::Commit { took, jobs } => {
             state.storage.commits += 1;
             let took_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
