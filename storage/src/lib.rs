@@ -19,8 +19,10 @@ mod error;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod idempotency;
 pub mod maintenance;
 pub mod messages;
+mod migrate;
 mod records;
 pub mod subjects;
 pub mod tables;
@@ -30,7 +32,7 @@ pub mod writer;
 use std::path::Path;
 use std::sync::Arc;
 
-use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable};
+use redb::{Database, ReadTransaction, ReadableDatabase};
 use tokio::sync::oneshot;
 use tx::Tx;
 
@@ -39,9 +41,8 @@ pub use deliveries::{
 };
 pub use error::{Result, StorageError};
 pub use maintenance::{IndexHealth, MaintenanceReport, StorageStats, TableInfo};
-pub use messages::{
-    Accepted, DedupeKey, MessageFilter, MessageView, NewMessage, Page, SWEEP_SLICES,
-};
+pub use idempotency::IdempotencyOptions;
+pub use messages::{Accepted, DedupeKey, MessageFilter, MessageView, NewMessage, Page};
 pub use records::{
     Attempt, AuditEntry, BadMessageId, CircuitRecord, DeliveryRecord, DeliveryStatus,
     DestinationRecord, MessageId, MessageRecord, Preferences, SuppressionRecord,
@@ -49,7 +50,6 @@ pub use records::{
 pub use subjects::{AuditView, Erasure, NewSuppression, SubjectExport, SuppressionView, pseudonym};
 pub use writer::{BatchStats, CommitObserver, Completion};
 
-use tables::{SCHEMA_VERSION, SCHEMA_VERSION_KEY};
 
 /// How to open the store.
 #[derive(Clone)]
@@ -59,6 +59,8 @@ pub struct Options {
     pub cache_bytes: usize,
     /// Called on the writer thread after every successful group commit.
     pub observer: Option<CommitObserver>,
+    /// When the idempotency index seals its open bucket (see [`idempotency`]).
+    pub idempotency: IdempotencyOptions,
 }
 
 impl Options {
@@ -70,6 +72,7 @@ impl Default for Options {
         Self {
             cache_bytes: Self::DEFAULT_CACHE_BYTES,
             observer: None,
+            idempotency: IdempotencyOptions::default(),
         }
     }
 }
@@ -79,6 +82,7 @@ impl std::fmt::Debug for Options {
         f.debug_struct("Options")
             .field("cache_bytes", &self.cache_bytes)
             .field("observer", &self.observer.is_some())
+            .field("idempotency", &self.idempotency)
             .finish()
     }
 }
@@ -125,11 +129,12 @@ impl Store {
         Self::start(db, None, options)
     }
 
-    /// Creates the tables, checks the schema version and starts the writer.
+    /// Creates the tables, migrates the file, loads the idempotency index and starts the
+    /// writer.
     fn start(db: Database, path: Option<Arc<Path>>, options: Options) -> Result<Self> {
         let db = Arc::new(db);
-        initialise(&db)?;
-        let writer = writer::Writer::spawn(Arc::clone(&db), options.observer)?;
+        let index = initialise(&db, options.idempotency)?;
+        let writer = writer::Writer::spawn(Arc::clone(&db), options.observer, index)?;
         Ok(Self { db, writer, path })
     }
 
@@ -180,10 +185,10 @@ impl Store {
         self.write(move |txn| messages::insert(txn, &msg)).await
     }
 
-    /// Forgets the idempotency keys accepted before `before_ms` in slice `slice` (of
-    /// [`SWEEP_SLICES`]) of the key space; returns how many. Sweep every slice in turn.
-    pub async fn sweep_idempotency(&self, before_ms: u64, slice: u32) -> Result<usize> {
-        self.write(move |tx| messages::sweep_idempotency(tx, before_ms, slice))
+    /// Forgets idempotency keys accepted before `before_ms` (whole sealed runs at a time, so
+    /// some live on a little longer); returns how many.
+    pub async fn sweep_idempotency(&self, before_ms: u64) -> Result<usize> {
+        self.write(move |tx| idempotency::Index::sweep(tx, before_ms))
             .await
     }
 
@@ -570,38 +575,35 @@ fn io_error(e: std::io::Error) -> StorageError {
     StorageError::Redb(Arc::new(e.into()))
 }
 
-/// Creates every table (so readers never meet a missing one) and checks the schema version.
-fn initialise(db: &Database) -> Result<()> {
-    let txn = db.begin_write()?;
-    {
-        let mut meta = txn.open_table(tables::META)?;
-        let found = meta.get(SCHEMA_VERSION_KEY)?.map(|v| v.value());
-        match found {
-            Some(found) if found > SCHEMA_VERSION => {
-                return Err(StorageError::SchemaTooNew {
-                    found,
-                    supported: SCHEMA_VERSION,
-                });
-            }
-            // Older layouts would be migrated here, one version at a time.
-            Some(_) | None => {
-                meta.insert(SCHEMA_VERSION_KEY, SCHEMA_VERSION)?;
-            }
-        }
-        txn.open_table(tables::MESSAGES)?;
-        txn.open_table(tables::IDEMPOTENCY)?;
-        txn.open_table(tables::DELIVERIES)?;
-        txn.open_table(tables::DELIVERIES_DUE)?;
-        txn.open_table(tables::DEAD_LETTERS)?;
-        txn.open_table(tables::DESTINATIONS)?;
-        txn.open_table(tables::MESSAGES_BY_RECIPIENT)?;
-        txn.open_table(tables::SUPPRESSIONS)?;
-        txn.open_table(tables::SUPPRESSIONS_BY_EXPIRY)?;
-        txn.open_table(tables::PREFERENCES)?;
-        txn.open_table(tables::AUDIT)?;
-        txn.open_table(tables::AUDIT_BY_SUBJECT)?;
-    }
+/// Creates every table (so readers never meet a missing one), migrates an older file (refusing
+/// a newer one) and loads the idempotency index, in one transaction.
+fn initialise(db: &Database, options: IdempotencyOptions) -> Result<idempotency::Index> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(redb::Durability::Immediate)?;
+    txn.set_two_phase_commit(true);
+    migrate::run(&txn)?;
+    create_tables(&txn)?;
+    let index = idempotency::Index::load(&txn, options)?;
     txn.commit()?;
+    Ok(index)
+}
+
+pub(crate) fn create_tables(txn: &redb::WriteTransaction) -> Result<()> {
+    txn.open_table(tables::META)?;
+    txn.open_table(tables::MESSAGES)?;
+    txn.open_table(tables::IDEMPOTENCY_RUNS)?;
+    txn.open_table(tables::IDEMPOTENCY_RUN_DIR)?;
+    txn.open_table(tables::IDEMPOTENCY_LOOSE)?;
+    txn.open_table(tables::DELIVERIES)?;
+    txn.open_table(tables::DELIVERIES_DUE)?;
+    txn.open_table(tables::DEAD_LETTERS)?;
+    txn.open_table(tables::DESTINATIONS)?;
+    txn.open_table(tables::MESSAGES_BY_RECIPIENT)?;
+    txn.open_table(tables::SUPPRESSIONS)?;
+    txn.open_table(tables::SUPPRESSIONS_BY_EXPIRY)?;
+    txn.open_table(tables::PREFERENCES)?;
+    txn.open_table(tables::AUDIT)?;
+    txn.open_table(tables::AUDIT_BY_SUBJECT)?;
     Ok(())
 }
 
@@ -609,6 +611,7 @@ fn initialise(db: &Database) -> Result<()> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use redb::ReadableTable as _;
 
     const SCRATCH: redb::TableDefinition<u64, u64> = redb::TableDefinition::new("scratch");
 
@@ -670,7 +673,7 @@ mod tests {
             let txn = db.begin_write().unwrap();
             txn.open_table(tables::META)
                 .unwrap()
-                .insert(SCHEMA_VERSION_KEY, SCHEMA_VERSION + 1)
+                .insert(tables::SCHEMA_VERSION_KEY, tables::SCHEMA_VERSION + 1)
                 .unwrap();
             txn.commit().unwrap();
         }

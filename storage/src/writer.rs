@@ -27,6 +27,7 @@ use redb::{Database, Durability, WriteTransaction};
 use tokio::sync::oneshot;
 
 use crate::error::{Result, StorageError};
+use crate::idempotency::Index;
 use crate::tx::Tx;
 
 /// The most jobs committed together. Bounds the transaction's size and the latency of the
@@ -98,7 +99,11 @@ impl std::fmt::Debug for Writer {
 }
 
 impl Writer {
-    pub(crate) fn spawn(db: Arc<Database>, observer: Option<CommitObserver>) -> Result<Self> {
+    pub(crate) fn spawn(
+        db: Arc<Database>,
+        observer: Option<CommitObserver>,
+        mut index: Index,
+    ) -> Result<Self> {
         let (tx, rx) = mpsc::channel();
         let running = Arc::new(AtomicBool::new(true));
         let flag = Arc::clone(&running);
@@ -107,7 +112,7 @@ impl Writer {
         thread::Builder::new()
             .name("herald-storage-writer".into())
             .spawn(move || {
-                let stopped = run(&db, &rx, observer.as_deref(), &healthy);
+                let stopped = run(&db, &mut index, &rx, observer.as_deref(), &healthy);
                 // Release the file before saying so: a caller may reopen it at once.
                 drop(db);
                 flag.store(false, Ordering::Release);
@@ -159,6 +164,7 @@ impl Writer {
 /// The writer loop. Returns the stop request that ended it, if any (else every sender is gone).
 fn run(
     db: &Database,
+    index: &mut Index,
     rx: &mpsc::Receiver<Command>,
     observer: Option<&(dyn Fn(BatchStats) + Send + Sync)>,
     committing: &AtomicBool,
@@ -178,10 +184,13 @@ fn run(
             }
         }
         if !batch.is_empty() {
-            let stats = commit_batch(db, &mut batch, committing);
+            let stats = commit_batch(db, index, &mut batch, committing);
             if let (Some(observe), Some(stats)) = (observer, stats) {
                 observe(stats);
             }
+        }
+        if index.wants_seal() {
+            seal(db, index);
         }
         if stop.is_some() {
             return stop;
@@ -196,6 +205,7 @@ fn run(
 /// does not count).
 fn commit_batch(
     db: &Database,
+    index: &mut Index,
     batch: &mut Vec<Box<dyn Job>>,
     committing: &AtomicBool,
 ) -> Option<BatchStats> {
@@ -209,7 +219,7 @@ fn commit_batch(
                 return None;
             }
         };
-        let mut tx = Tx::new(&txn);
+        let mut tx = Tx::new(&txn, index);
         let applied = apply_all(&mut tx, batch);
         drop(tx); // redb: every table handle must be gone before commit or abort
         match applied {
@@ -231,21 +241,47 @@ fn commit_batch(
                     "group commit"
                 );
                 let ok = result.is_ok();
+                if ok {
+                    index.commit();
+                } else {
+                    index.abort();
+                }
                 committing.store(ok, Ordering::Release);
                 answer_all(batch, &result);
                 return ok.then_some(stats);
             }
-            Err((index, error)) => {
+            Err((culprit, error)) => {
                 // Roll back the partial writes of the whole batch, answer the culprit, and run
                 // the others again without it.
                 if let Err(e) = txn.abort() {
                     tracing::warn!(error = %e, "abort after a failed job");
                 }
-                batch.remove(index).complete(Err(error));
+                index.abort();
+                batch.remove(culprit).complete(Err(error));
                 if batch.is_empty() {
                     return None;
                 }
             }
+        }
+    }
+}
+
+/// Seals the idempotency index's open bucket into a run, in a transaction of its own so that
+/// a failure costs no job anything (it is tried again after the next batch).
+fn seal(db: &Database, index: &mut Index) {
+    let sealed = begin(db).and_then(|txn| {
+        let mut tx = Tx::new(&txn, index);
+        let applied = Index::seal(&mut tx);
+        drop(tx);
+        applied?;
+        txn.commit()?;
+        Ok(())
+    });
+    match sealed {
+        Ok(()) => index.commit(),
+        Err(e) => {
+            tracing::warn!(error = %e, "sealing idempotency keys failed");
+            index.abort();
         }
     }
 }

@@ -393,6 +393,7 @@ async fn run(dir: &Path, base: &[u8], countdown: Countdown, run_no: usize) -> Ru
     let options = Options {
         cache_bytes: CACHE_BYTES,
         observer: Some(observer),
+        ..Options::default()
     };
 
     let mut submitted = Vec::new();

@@ -12,7 +12,7 @@ pub mod messages;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use herald_storage::{Accepted, SWEEP_SLICES};
+use herald_storage::Accepted;
 use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
@@ -21,9 +21,9 @@ use crate::{Core, IngestError, Ingested, unix_ms};
 use blocklist::Blocklist;
 pub use messages::IngressMsg;
 
-/// How often [`IngressMsg::Tick`] runs. Each tick sweeps one of the idempotency table's
-/// [`SWEEP_SLICES`], so the whole table is swept every `TICK * SWEEP_SLICES` (about 43
-/// minutes): keys live at least the dedupe window, and at most that much longer.
+/// How often [`IngressMsg::Tick`] runs. Each tick forgets the idempotency keys older than the
+/// dedupe window (whole sealed runs: keys live at least the window, and at most a run's span
+/// longer).
 const TICK: Duration = Duration::from_secs(10);
 
 #[derive(Debug)]
@@ -34,8 +34,6 @@ pub struct IngressState {
     core: Arc<Core>,
     blocklist: Blocklist,
     ticker: Option<JoinHandle<()>>,
-    /// The idempotency slice the next tick sweeps.
-    sweep_slice: u32,
 }
 
 impl Actor for Ingress {
@@ -62,7 +60,6 @@ impl Actor for Ingress {
             core,
             blocklist,
             ticker,
-            sweep_slice: 0,
         })
     }
 
@@ -136,14 +133,12 @@ impl Actor for Ingress {
                 publish_blocks(&state.core, &state.blocklist);
                 let store = state.core.store.clone();
                 let window = state.core.settings.dedupe_window;
-                let slice = state.sweep_slice;
-                state.sweep_slice = (slice + 1) % SWEEP_SLICES;
                 tokio::spawn(async move {
                     let cutoff = SystemTime::now().checked_sub(window).map_or(0, unix_ms);
-                    match store.sweep_idempotency(cutoff, slice).await {
+                    match store.sweep_idempotency(cutoff).await {
                         Ok(0) => {}
-                        Ok(removed) => tracing::debug!(slice, removed, "idempotency keys expired"),
-                        // The slice comes round again on the next cycle.
+                        Ok(removed) => tracing::debug!(removed, "idempotency keys expired"),
+                        // Tried again at the next tick.
                         Err(e) => tracing::warn!(error = %e, "idempotency sweep failed"),
                     }
                 });
