@@ -20,7 +20,7 @@
 //!   filter, so a lookup reads a run from disk only when the key may be in it.
 //! - **Loose keys** (`idempotency_loose`, mirrored in memory): the rare keys that fit neither:
 //!   a message committed after the boundary passed its id (it waited longer than the lag), or a
-//!   message of the open bucket deleted by an erasure (it would not be found by the rebuild).
+//!   deleted message (an erasure), whose key no rebuild from the messages would find.
 //!
 //! # Invariants
 //! 1. A committed message with a dedupe key and an id at or after the boundary is in `messages`,
@@ -286,12 +286,9 @@ impl Index {
         Ok(())
     }
 
-    /// A message with `key` is being deleted: keep its key, which the rebuild of the open
-    /// bucket would no longer find.
+    /// A message with `key` is being deleted: keep its key loose, since neither the open
+    /// bucket's rebuild nor a run's would find it any more.
     pub(crate) fn keep_deleted(tx: &mut Tx<'_>, key: u128, id: u128) -> Result<()> {
-        if id_ms(id) < tx.index().boundary_ms {
-            return Ok(()); // in a run or loose already
-        }
         tx.idempotency_loose()?.insert(key, id)?;
         tx.index().staged.push(Change::Loose(key, id));
         Ok(())
