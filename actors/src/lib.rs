@@ -397,6 +397,48 @@ impl Herald {
 
     /// Verifies a webhook and stores it durably; resolves after the commit.
     pub async fn ingest(&self, webhook: InboundWebhook) -> IngestResult {
+        if std::env::var_os("HERALD_VERIFY_POOL").is_some() {
+            return self.ingest_through_pool(webhook).await;
+        }
+        let timeout = self.core.settings.request_timeout;
+        let message = match verifier::verify(&self.core, &webhook) {
+            Ok(message) => message,
+            Err(VerifyError::InvalidSignature) => {
+                let client = webhook.client;
+                return match self
+                    .children
+                    .ingress
+                    .get()
+                    .call(|reply| IngressMsg::InvalidSignature(client, reply), Some(timeout))
+                    .await
+                {
+                    Ok(CallResult::Success(result)) => result,
+                    Ok(CallResult::Timeout | CallResult::SenderError) | Err(_) => {
+                        Err(IngestError::Unavailable)
+                    }
+                };
+            }
+            Err(e) => {
+                if e == VerifyError::StaleTimestamp {
+                    self.core
+                        .perf_event(perf::monitor::PerfEvent::StaleTimestamp {
+                            source: webhook.source,
+                        });
+                }
+                return Err(IngestError::Rejected(e));
+            }
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        ingress::accept(&self.core, message, move |result| {
+            let _ = reply.send(result);
+        });
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) | Err(_) => Err(IngestError::Unavailable),
+        }
+    }
+
+    async fn ingest_through_pool(&self, webhook: InboundWebhook) -> IngestResult {
         let verifiers = &self.children.verifiers;
         let pick = self.next_verifier.fetch_add(1, Ordering::Relaxed) % verifiers.len().max(1);
         let Some(verifier) = verifiers.get(pick) else {

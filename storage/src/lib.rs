@@ -54,8 +54,10 @@ pub use writer::{BatchStats, CommitObserver, Completion};
 /// How to open the store.
 #[derive(Clone)]
 pub struct Options {
-    /// redb's page cache. redb defaults to 1 GiB, which would dominate herald's memory;
-    /// the hot set (recent messages, the indexes) is far smaller.
+    /// redb's page cache. redb defaults to 1 GiB, which would dominate herald's memory. The
+    /// hot set is small: every table the ingest path writes is time-ordered (messages,
+    /// deliveries, due queues), so a commit dirties the rightmost leaves and their branches,
+    /// and the dispatcher reads recent messages; no index is written at random any more.
     pub cache_bytes: usize,
     /// Called on the writer thread after every successful group commit.
     pub observer: Option<CommitObserver>,
@@ -64,7 +66,9 @@ pub struct Options {
 }
 
 impl Options {
-    pub const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
+    /// Measured with `herald-bench ingest` and `deliver` (README, Performance): no slower
+    /// than 64 MiB.
+    pub const DEFAULT_CACHE_BYTES: usize = 16 * 1024 * 1024;
 }
 
 impl Default for Options {

@@ -82,36 +82,11 @@ impl Actor for Ingress {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             IngressMsg::Accept(message, reply) => {
-                let fans_out = !message.destinations.is_empty();
-                let suppressed = message.suppress.as_ref().map(|(s, _)| s.recipient.clone());
-                let core = Arc::clone(&state.core);
-                state.core.store.insert_message(
-                    *message,
-                    Box::new(move |outcome| {
-                        if matches!(outcome, Ok(Accepted::New(_))) {
-                            // A feedback-loop suppression just committed: no stale cached read.
-                            if let Some(recipient) = &suppressed {
-                                core.invalidate(&crate::cache_keys::suppressions(recipient));
-                            }
-                            if fans_out {
-                                core.work.notify_one();
-                            }
-                        }
-                        let answer = outcome.map_err(IngestError::Storage).map(|a| match a {
-                            Accepted::New(id) => Ingested {
-                                id,
-                                duplicate: false,
-                            },
-                            Accepted::Duplicate(id) => Ingested {
-                                id,
-                                duplicate: true,
-                            },
-                        });
-                        // The caller may have given up (timeout, closed connection): then
-                        // the message is stored all the same, and a retry is a duplicate.
-                        let _ = reply.send(answer);
-                    }),
-                );
+                accept(&state.core, *message, move |answer| {
+                    // The caller may have given up (timeout, closed connection): then the
+                    // message is stored all the same, and a retry is a duplicate.
+                    let _ = reply.send(answer);
+                });
             }
             IngressMsg::InvalidSignature(client, reply) => {
                 let now = Instant::now();
@@ -146,6 +121,43 @@ impl Actor for Ingress {
         }
         Ok(())
     }
+}
+
+/// Hands a verified message to the group commit; `answer` is called on the writer thread once
+/// it is durable (or failed). No state of the ingress is involved, so the edge's ingest path
+/// calls this directly, without a mailbox hop.
+pub(crate) fn accept(
+    core: &Arc<Core>,
+    message: herald_storage::NewMessage,
+    answer: impl FnOnce(crate::IngestResult) + Send + 'static,
+) {
+    let fans_out = !message.destinations.is_empty();
+    let suppressed = message.suppress.as_ref().map(|(s, _)| s.recipient.clone());
+    let core_after = Arc::clone(core);
+    core.store.insert_message(
+        message,
+        Box::new(move |outcome| {
+            if matches!(outcome, Ok(Accepted::New(_))) {
+                // A feedback-loop suppression just committed: no stale cached read.
+                if let Some(recipient) = &suppressed {
+                    core_after.invalidate(&crate::cache_keys::suppressions(recipient));
+                }
+                if fans_out {
+                    core_after.work.notify_one();
+                }
+            }
+            answer(outcome.map_err(IngestError::Storage).map(|a| match a {
+                Accepted::New(id) => Ingested {
+                    id,
+                    duplicate: false,
+                },
+                Accepted::Duplicate(id) => Ingested {
+                    id,
+                    duplicate: true,
+                },
+            }));
+        }),
+    );
 }
 
 fn publish_blocks(core: &Core, blocklist: &Blocklist) {

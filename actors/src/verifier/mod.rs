@@ -81,7 +81,7 @@ impl Actor for Verifier {
 }
 
 /// Checks the webhook against its source's rule and builds the message to store.
-fn verify(core: &Core, webhook: &InboundWebhook) -> Result<NewMessage, VerifyError> {
+pub(crate) fn verify(core: &Core, webhook: &InboundWebhook) -> Result<NewMessage, VerifyError> {
     let source = core
         .source(&webhook.source)
         .ok_or(VerifyError::InvalidSignature)?;
