@@ -110,7 +110,10 @@ enum Change {
     Remember(u128, u128),
     /// A key written to the loose table.
     Loose(u128, u128),
-    Seal { run: Run, boundary_ms: u64 },
+    Seal {
+        run: Run,
+        boundary_ms: u64,
+    },
     DropRun(u64),
     ForgetLoose(u128),
 }
@@ -405,7 +408,8 @@ impl Index {
                 Change::Seal { run, boundary_ms } => {
                     let cut = first_id_at(boundary_ms);
                     self.open.retain(|_, id| *id >= cut);
-                    self.open_oldest_ms = self.open.values().map(|id| id_ms(*id)).min().unwrap_or(0);
+                    self.open_oldest_ms =
+                        self.open.values().map(|id| id_ms(*id)).min().unwrap_or(0);
                     self.boundary_ms = boundary_ms;
                     self.runs.push(run);
                 }
@@ -452,10 +456,8 @@ fn rebuild_run(txn: &WriteTransaction, number: u64, span: Span) -> Result<Vec<u1
     for (key, id) in &entries {
         runs.insert((number, *key), *id)?;
     }
-    txn.open_table(IDEMPOTENCY_RUN_DIR)?.insert(
-        number,
-        (span.from_ms, span.until_ms, entries.len() as u64),
-    )?;
+    txn.open_table(IDEMPOTENCY_RUN_DIR)?
+        .insert(number, (span.from_ms, span.until_ms, entries.len() as u64))?;
     Ok(entries.into_iter().map(|(key, _)| key).collect())
 }
 

@@ -40,8 +40,8 @@ pub use deliveries::{
     AttemptUpdate, DeadCursor, DeadFilter, DeadLetter, DeliveryKey, DueDelivery, Outcome,
 };
 pub use error::{Result, StorageError};
-pub use maintenance::{IndexHealth, MaintenanceReport, StorageStats, TableInfo};
 pub use idempotency::IdempotencyOptions;
+pub use maintenance::{IndexHealth, MaintenanceReport, StorageStats, TableInfo};
 pub use messages::{Accepted, DedupeKey, MessageFilter, MessageView, NewMessage, Page};
 pub use records::{
     Attempt, AuditEntry, BadMessageId, CircuitRecord, DeliveryRecord, DeliveryStatus,
@@ -49,7 +49,6 @@ pub use records::{
 };
 pub use subjects::{AuditView, Erasure, NewSuppression, SubjectExport, SuppressionView, pseudonym};
 pub use writer::{BatchStats, CommitObserver, Completion};
-
 
 /// How to open the store.
 #[derive(Clone)]

@@ -73,11 +73,10 @@ pub(crate) fn insert(tx: &mut Tx<'_>, msg: &NewMessage) -> Result<Accepted> {
         Index::remember(tx, key, msg.id.0)?;
     }
     let received = msg.record.received_at_ms;
-    tx.messages()?
-        .insert(
-            msg.id.0,
-            encode_message(&msg.record, msg.dedupe_key, &msg.body).as_slice(),
-        )?;
+    tx.messages()?.insert(
+        msg.id.0,
+        encode_message(&msg.record, msg.dedupe_key, &msg.body).as_slice(),
+    )?;
     if let Some(recipient) = &msg.record.recipient {
         tx.messages_by_recipient()?
             .insert((recipient.as_str(), msg.id.0), ())?;

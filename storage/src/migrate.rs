@@ -55,7 +55,12 @@ pub(crate) fn run(txn: &WriteTransaction) -> Result<()> {
                 format!("no migration from schema version {version}"),
             ));
         }
-        tracing::info!(from = step.from, to = step.from + 1, what = step.what, "migrating storage");
+        tracing::info!(
+            from = step.from,
+            to = step.from + 1,
+            what = step.what,
+            "migrating storage"
+        );
         (step.apply)(txn)?;
         version += 1;
         txn.open_table(META)?.insert(SCHEMA_VERSION_KEY, version)?;
@@ -96,8 +101,7 @@ fn v1_idempotency_runs(txn: &WriteTransaction) -> Result<()> {
             continue; // erased since; the key stays in the run
         };
         let (record, body) = crate::messages::decode_message(&value)?;
-        let value =
-            crate::messages::encode_message(&record, Some(crate::DedupeKey(*key)), body);
+        let value = crate::messages::encode_message(&record, Some(crate::DedupeKey(*key)), body);
         messages.insert(*id, value.as_slice())?;
         keyed += 1;
     }
@@ -107,7 +111,11 @@ fn v1_idempotency_runs(txn: &WriteTransaction) -> Result<()> {
     if !by_message.is_empty() {
         txn.open_table(IDEMPOTENCY_RUN_DIR)?.insert(
             0,
-            (from_ms.min(boundary_ms), boundary_ms, by_message.len() as u64),
+            (
+                from_ms.min(boundary_ms),
+                boundary_ms,
+                by_message.len() as u64,
+            ),
         )?;
     }
     txn.open_table(META)?

@@ -161,11 +161,17 @@ fn sealed_runs(path: &Path) -> usize {
 #[derive(Debug, Clone)]
 enum Op {
     /// Time passes, then key `k` is submitted.
-    Accept { key: u8, after_ms: u64 },
+    Accept {
+        key: u8,
+        after_ms: u64,
+    },
     /// Several submissions in one group commit (repeats among them are duplicates of each other).
     Burst(Vec<u8>),
     /// Key `k` arrives with a time `ago_ms` in the past: committed after its time was sealed.
-    Late { key: u8, ago_ms: u64 },
+    Late {
+        key: u8,
+        ago_ms: u64,
+    },
     /// The recipient of key `k`'s message is erased: its message goes, its key must stay.
     Erase(u8),
     Sweep,
@@ -204,14 +210,25 @@ struct Model {
 impl Model {
     /// Checks one answer: a key accepted within the window must be a duplicate of its first
     /// message; an older one may be either, but a duplicate names the first message.
-    fn check(&mut self, key: u8, submitted: MessageId, at: u64, answer: Accepted) -> Result<(), TestCaseError> {
+    fn check(
+        &mut self,
+        key: u8,
+        submitted: MessageId,
+        at: u64,
+        answer: Accepted,
+    ) -> Result<(), TestCaseError> {
         match (self.accepted.get(&key).copied(), answer) {
-            (Some((first, _)), Accepted::Duplicate(id)) => prop_assert_eq!(id, first, "key {}", key),
+            (Some((first, _)), Accepted::Duplicate(id)) => {
+                prop_assert_eq!(id, first, "key {}", key)
+            }
             (Some((first, when)), Accepted::New(id)) => {
                 prop_assert!(
                     when + WINDOW < self.now,
                     "key {} accepted at {} (first {}) taken as new at {}",
-                    key, when, first, self.now
+                    key,
+                    when,
+                    first,
+                    self.now
                 );
                 prop_assert_eq!(id, submitted);
                 self.accepted.insert(key, (id, at));
@@ -221,7 +238,12 @@ impl Model {
                 self.accepted.insert(key, (id, at));
             }
             (None, Accepted::Duplicate(id)) => {
-                prop_assert!(false, "key {} never accepted, yet a duplicate of {}", key, id);
+                prop_assert!(
+                    false,
+                    "key {} never accepted, yet a duplicate of {}",
+                    key,
+                    id
+                );
             }
         }
         Ok(())
@@ -239,8 +261,10 @@ async fn step(h: &mut Harness, model: &mut Model, op: &Op) -> Result<(), TestCas
         }
         Op::Burst(keys) => {
             model.now += 1;
-            let msgs: Vec<NewMessage> =
-                keys.iter().map(|k| message(&k.to_string(), model.now)).collect();
+            let msgs: Vec<NewMessage> = keys
+                .iter()
+                .map(|k| message(&k.to_string(), model.now))
+                .collect();
             // Enqueued back to back, so the writer takes them in this order, mostly in one
             // group commit.
             let answers: Vec<_> = msgs
@@ -306,8 +330,11 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     }
     // At the end, after a crash: every key within the window answers its first message.
     h.crash().await;
-    let keys: Vec<(u8, MessageId, u64)> =
-        model.accepted.iter().map(|(k, (id, at))| (*k, *id, *at)).collect();
+    let keys: Vec<(u8, MessageId, u64)> = model
+        .accepted
+        .iter()
+        .map(|(k, (id, at))| (*k, *id, *at))
+        .collect();
     for (key, first, at) in keys {
         if at + WINDOW >= model.now {
             let answer = h

@@ -9,8 +9,8 @@
 
 use bytes::Bytes;
 use herald_storage::{
-    Accepted, AuditEntry, DedupeKey, MessageFilter, MessageId, MessageRecord, NewMessage,
-    Options, Store, StorageError,
+    Accepted, AuditEntry, DedupeKey, MessageFilter, MessageId, MessageRecord, NewMessage, Options,
+    StorageError, Store,
 };
 use redb::{ReadableDatabase as _, ReadableTableMetadata as _, TableDefinition};
 

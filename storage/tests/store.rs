@@ -3,8 +3,8 @@
 
 use bytes::Bytes;
 use herald_storage::{
-    Accepted, DedupeKey, DeliveryStatus, MessageFilter, MessageId, MessageRecord, NewMessage,
-    IdempotencyOptions, Options, StorageError, Store,
+    Accepted, DedupeKey, DeliveryStatus, IdempotencyOptions, MessageFilter, MessageId,
+    MessageRecord, NewMessage, Options, StorageError, Store,
 };
 
 fn message(source: &str, external: &str, at_ms: u64, destinations: &[&str]) -> NewMessage {
