@@ -428,11 +428,17 @@ impl Herald {
                 return Err(IngestError::Rejected(e));
             }
         };
+        self.commit(message).await
+    }
+
+    /// Hands `message` to the group commit and waits, at most the request timeout, for it to
+    /// be durable. After a timeout it may still be stored: a retry is then a duplicate.
+    async fn commit(&self, message: NewMessage) -> IngestResult {
         let (reply, answer) = tokio::sync::oneshot::channel();
         ingress::accept(&self.core, message, move |result| {
             let _ = reply.send(result);
         });
-        match tokio::time::timeout(timeout, answer).await {
+        match tokio::time::timeout(self.core.settings.request_timeout, answer).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) | Err(_) => Err(IngestError::Unavailable),
         }
@@ -463,22 +469,7 @@ impl Herald {
             destinations,
             suppress: None,
         };
-        let timeout = self.core.settings.request_timeout;
-        match self
-            .children
-            .ingress
-            .get()
-            .call(
-                |reply| IngressMsg::Accept(Box::new(new), reply),
-                Some(timeout),
-            )
-            .await
-        {
-            Ok(CallResult::Success(result)) => result,
-            Ok(CallResult::Timeout | CallResult::SenderError) | Err(_) => {
-                Err(IngestError::Unavailable)
-            }
-        }
+        self.commit(new).await
     }
 
     /// Re-queues dead deliveries with fresh attempts; how many were dead.

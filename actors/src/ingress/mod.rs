@@ -1,10 +1,10 @@
 //! The ingress: admission and durable acceptance of inbound messages.
 //!
-//! It owns the invalid-signature counters and the client blocklist (published to the edge as
-//! an immutable snapshot, so checking a client costs one atomic load), and it hands verified
-//! messages to the storage writer's group commit. It never awaits a commit itself: the reply
-//! port travels with the write and is answered on the writer thread once the batch is durable,
-//! so one ingress serves any number of concurrent requests.
+//! The actor owns the invalid-signature counters and the client blocklist (published to the
+//! edge as an immutable snapshot, so checking a client costs one atomic load) and forgets
+//! expired idempotency keys. Accepting a message needs none of its state: [`accept`] hands it
+//! to the storage writer's group commit from the request's own task, and the writer answers
+//! once the batch is durable, so no mailbox sits on the path of a genuine webhook.
 
 pub mod blocklist;
 pub mod messages;
@@ -81,13 +81,6 @@ impl Actor for Ingress {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            IngressMsg::Accept(message, reply) => {
-                accept(&state.core, *message, move |answer| {
-                    // The caller may have given up (timeout, closed connection): then the
-                    // message is stored all the same, and a retry is a duplicate.
-                    let _ = reply.send(answer);
-                });
-            }
             IngressMsg::InvalidSignature(client, reply) => {
                 let now = Instant::now();
                 if let Some(until) = state.blocklist.record_invalid(client, now) {
@@ -123,9 +116,9 @@ impl Actor for Ingress {
     }
 }
 
-/// Hands a verified message to the group commit; `answer` is called on the writer thread once
-/// it is durable (or failed). No state of the ingress is involved, so the edge's ingest path
-/// calls this directly, without a mailbox hop.
+/// Hands a verified or published message to the group commit; `answer` is called on the
+/// writer thread once it is durable (or failed). No state of the ingress is involved, so
+/// [`crate::Herald`] calls this on the request's own task, without a mailbox hop.
 pub(crate) fn accept(
     core: &Arc<Core>,
     message: herald_storage::NewMessage,
