@@ -219,7 +219,7 @@ impl Model {
     ) -> Result<(), TestCaseError> {
         match (self.accepted.get(&key).copied(), answer) {
             (Some((first, _)), Accepted::Duplicate(id)) => {
-                prop_assert_eq!(id, first, "key {}", key)
+                prop_assert_eq!(id, first, "key {}", key);
             }
             (Some((first, when)), Accepted::New(id)) => {
                 prop_assert!(
