@@ -15,7 +15,7 @@ use super::App;
 use super::auth::Caller;
 use super::query::{Query, segment};
 use super::response::{ApiError, Resp, json};
-use super::{destinations, dlq, messages, monitoring, subjects};
+use super::{audit, destinations, dlq, messages, monitoring, preferences, subjects, suppressions};
 use crate::config::Scope;
 
 pub async fn route(app: Arc<App>, req: Request<Incoming>, _peer: SocketAddr) -> Resp {
@@ -90,7 +90,7 @@ async fn handle(app: &App, req: Request<Incoming>) -> Result<Resp, ApiError> {
         }
         ["v1", "audit"] if call.method == Method::GET => {
             call.caller.require(Scope::Read)?;
-            subjects::list_audit(app, &call.query).await
+            audit::list(app, &call.query).await
         }
         _ => Err(ApiError::not_found(format_args!("route {path}"))),
     }
@@ -131,7 +131,11 @@ async fn messages_routes(c: Call<'_>, rest: &[&str]) -> Result<Resp, ApiError> {
             caller.require(Scope::Read)?;
             messages::get(app, id).await
         }
-        (_, [] | [_]) => Err(ApiError::method_not_allowed()),
+        (Method::POST, [id, "resend"]) => {
+            caller.require(Scope::Write)?;
+            messages::resend(app, &caller, id, &headers, body).await
+        }
+        (_, [] | [_] | [_, "resend"]) => Err(ApiError::method_not_allowed()),
         _ => Err(ApiError::not_found("route")),
     }
 }
@@ -222,20 +226,20 @@ async fn suppressions_routes(c: Call<'_>, rest: &[&str]) -> Result<Resp, ApiErro
     match (method, rest) {
         (Method::GET, []) => {
             caller.require(Scope::Read)?;
-            subjects::list_suppressions(app, &query).await
+            suppressions::list(app, &query).await
         }
         (Method::POST, []) => {
             caller.require(Scope::Write)?;
-            subjects::create_suppression(app, &caller, &headers, body).await
+            suppressions::create(app, &caller, &headers, body).await
         }
         (Method::POST, ["bulk"]) => {
             caller.require(Scope::Admin)?;
-            subjects::bulk_suppress(app, &caller, &headers, body).await
+            suppressions::bulk(app, &caller, &headers, body).await
         }
         (Method::DELETE, [recipient, channel]) => {
             caller.require(Scope::Write)?;
             let (recipient, channel) = (segment(recipient), segment(channel));
-            subjects::delete_suppression(app, &caller, &recipient, &channel).await
+            suppressions::delete(app, &caller, &recipient, &channel).await
         }
         (_, [] | ["bulk"] | [_, _]) => Err(ApiError::method_not_allowed()),
         _ => Err(ApiError::not_found("route")),
@@ -254,20 +258,20 @@ async fn preferences_routes(c: Call<'_>, rest: &[&str]) -> Result<Resp, ApiError
     match (method, rest) {
         (Method::GET, [recipient]) => {
             caller.require(Scope::Read)?;
-            subjects::get_preferences(app, &segment(recipient)).await
+            preferences::get(app, &segment(recipient)).await
         }
         (Method::PUT, [recipient]) => {
             caller.require(Scope::Write)?;
-            subjects::put_preferences(app, &caller, &segment(recipient), &headers, body).await
+            preferences::put(app, &caller, &segment(recipient), &headers, body).await
         }
         (Method::DELETE, [recipient]) => {
             caller.require(Scope::Write)?;
-            subjects::reset_preferences(app, &caller, &segment(recipient)).await
+            preferences::reset(app, &caller, &segment(recipient)).await
         }
         (Method::POST, [recipient, action @ ("opt-out" | "opt-in")]) => {
             caller.require(Scope::Write)?;
             let allowed = *action == "opt-in";
-            subjects::opt(app, &caller, &segment(recipient), allowed, &headers, body).await
+            preferences::opt(app, &caller, &segment(recipient), allowed, &headers, body).await
         }
         (_, [_] | [_, "opt-out" | "opt-in"]) => Err(ApiError::method_not_allowed()),
         _ => Err(ApiError::not_found("route")),

@@ -6,6 +6,7 @@
 //! Handlers translate between HTTP and [`herald_actors::Herald`]; no business rule lives here.
 
 mod api;
+mod audit;
 pub mod auth;
 mod body;
 mod destinations;
@@ -14,11 +15,13 @@ mod ingest;
 mod json_body;
 mod messages;
 mod monitoring;
+mod preferences;
 mod query;
 pub mod response;
 pub mod routes;
 pub mod server;
 mod subjects;
+mod suppressions;
 mod vitals;
 
 use std::sync::Arc;

@@ -15,6 +15,7 @@ pub fn template(method: &http::Method, path: &str) -> String {
         ["metrics"] => "/metrics",
         ["v1", "messages"] => "/v1/messages",
         ["v1", "messages", _] => "/v1/messages/:id",
+        ["v1", "messages", _, "resend"] => "/v1/messages/:id/resend",
         ["v1", "destinations"] => "/v1/destinations",
         ["v1", "destinations", _] => "/v1/destinations/:name",
         ["v1", "destinations", _, "rotate-secret"] => "/v1/destinations/:name/rotate-secret",

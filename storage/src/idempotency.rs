@@ -137,6 +137,23 @@ pub(crate) struct Index {
 }
 
 impl Index {
+    /// An empty index that belongs to no file: for the migrations, which run before the index
+    /// is loaded and write nothing through it.
+    pub(crate) fn detached() -> Self {
+        Self {
+            options: IdempotencyOptions::default(),
+            boundary_ms: 0,
+            open: HashMap::new(),
+            open_oldest_ms: 0,
+            open_newest_ms: 0,
+            loose: HashMap::new(),
+            runs: Vec::new(),
+            next_run: 0,
+            staged: Vec::new(),
+            staged_keys: HashMap::new(),
+        }
+    }
+
     /// Loads the index in `txn`, rebuilding what it cannot trust; the caller commits.
     pub(crate) fn load(txn: &WriteTransaction, options: IdempotencyOptions) -> Result<Self> {
         let boundary_ms = txn
@@ -146,14 +163,7 @@ impl Index {
         let mut index = Self {
             options,
             boundary_ms,
-            open: HashMap::new(),
-            open_oldest_ms: 0,
-            open_newest_ms: 0,
-            loose: HashMap::new(),
-            runs: Vec::new(),
-            next_run: 0,
-            staged: Vec::new(),
-            staged_keys: HashMap::new(),
+            ..Self::detached()
         };
         index.load_runs(txn)?;
         for entry in txn.open_table(IDEMPOTENCY_LOOSE)?.iter()? {

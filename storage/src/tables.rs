@@ -3,6 +3,7 @@
 //! | table | key | value |
 //! | --- | --- | --- |
 //! | `meta` | `&str` name | `u64` (`schema_version`, `idempotency_boundary_ms`) |
+//! | `keys` | `&str` name | `&[u8]` secret key material (`pseudonym`: 32 random bytes, made at the first start) |
 //! | `messages` | `u128` message id (ULID: creation order) | [`MessageRecord`](crate::MessageRecord), dedupe key and body, see below |
 //! | `idempotency_runs` | `(u64 run, u128` [`DedupeKey`](crate::DedupeKey)`)` | `u128 message id` |
 //! | `idempotency_run_dir` | `u64 run` | `(u64 from ms, u64 until ms, u64 keys)` |
@@ -18,8 +19,11 @@
 //! | `audit` | `u128 entry id (ULID: time order)` | JSON [`AuditEntry`](crate::AuditEntry) |
 //! | `audit_by_subject` | `(&str subject, u128 entry id)` | `()` |
 //!
-//! A recipient erased under GDPR keeps its suppressions under `sha256:<hex>` of its address
-//! instead of the address, so an opt-out is still honoured (the delivery path checks both).
+//! Every recipient key (`messages_by_recipient`, `suppressions`, `preferences`, recipient
+//! subjects of `audit_by_subject`) is the recipient's canonical form ([`crate::Recipient`]).
+//! A recipient erased under GDPR keeps its opt-outs (suppressions, and the `false` entries of
+//! its preferences) under its keyed pseudonym `anon:<hex>` ([`crate::subjects::Pseudonyms`])
+//! instead of the address, so they are still honoured (the delivery path checks both keys).
 //!
 //! A `messages` value is `[u32 LE n | K][16 bytes BE dedupe key, if K][n bytes of JSON
 //! record][body bytes]`, where `K` = bit 31 says the message has a dedupe key: the record, the key
@@ -46,11 +50,15 @@ use redb::TableDefinition;
 
 /// Bumped whenever a table's key or value layout changes; [`crate::Store::open`] refuses a file
 /// written by a newer version and migrates an older one.
-/// Version 2: the idempotency index in runs (was one `idempotency` table keyed by dedupe key);
-/// see [`crate::migrate`].
-pub const SCHEMA_VERSION: u64 = 2;
+///
+/// - 1: the first layout.
+/// - 2: recipients canonical; keyed pseudonyms; the `keys` table ([`crate::migrate`]).
+/// - 3: the idempotency index in sealed runs derived from `messages`, whose values carry their
+///   dedupe key (was one `idempotency` table keyed by dedupe key).
+pub const SCHEMA_VERSION: u64 = 3;
 
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub(crate) const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
 pub(crate) const MESSAGES: TableDefinition<u128, &[u8]> = TableDefinition::new("messages");
 pub(crate) const IDEMPOTENCY_RUNS: TableDefinition<(u64, u128), u128> =
     TableDefinition::new("idempotency_runs");
@@ -79,3 +87,4 @@ pub(crate) const AUDIT_BY_SUBJECT: TableDefinition<(&str, u128), ()> =
 pub(crate) const SCHEMA_VERSION_KEY: &str = "schema_version";
 /// Messages from this time on have their dedupe keys only in the open bucket (in memory).
 pub(crate) const IDEMPOTENCY_BOUNDARY_KEY: &str = "idempotency_boundary_ms";
+pub(crate) const PSEUDONYM_KEY: &str = "pseudonym";

@@ -63,8 +63,8 @@ fn message(external: &str, at_ms: u64) -> NewMessage {
     }
 }
 
-fn recipient(external: &str) -> String {
-    format!("{external}@example.com")
+fn recipient(external: &str) -> herald_storage::Recipient {
+    herald_storage::Recipient::parse(&format!("{external}@example.com")).unwrap()
 }
 
 /// A store on a file that can be closed, crashed and damaged.
@@ -292,11 +292,12 @@ async fn step(h: &mut Harness, model: &mut Model, op: &Op) -> Result<(), TestCas
             model.check(*key, id, at, answer)?;
         }
         Op::Erase(key) => {
-            let audit = herald_storage::AuditEntry {
-                at_ms: model.now,
+            let at_ms = model.now;
+            let audit = move |alias: &herald_storage::Recipient| herald_storage::AuditEntry {
+                at_ms,
                 actor: "model".into(),
                 action: "subject.erase".into(),
-                subject: recipient(&key.to_string()),
+                subject: alias.as_str().to_owned(),
                 before: None,
                 after: None,
             };

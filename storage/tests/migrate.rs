@@ -10,7 +10,7 @@
 use bytes::Bytes;
 use herald_storage::{
     Accepted, AuditEntry, DedupeKey, MessageFilter, MessageId, MessageRecord, NewMessage, Options,
-    StorageError, Store,
+    Recipient, StorageError, Store,
 };
 use redb::{ReadableDatabase as _, ReadableTableMetadata as _, TableDefinition};
 
@@ -63,7 +63,7 @@ async fn a_schema_1_file_is_migrated_and_keeps_every_key() {
         assert_eq!(txn.open_table(V1_IDEMPOTENCY).unwrap().len().unwrap(), 9);
     }
     let store = Store::open(&path, Options::default()).unwrap();
-    assert_eq!(store.stats().await.unwrap().schema_version, 2);
+    assert_eq!(store.stats().await.unwrap().schema_version, 3);
     let page = store
         .list_messages(MessageFilter::default(), None, 50)
         .await
@@ -98,16 +98,16 @@ async fn a_schema_1_file_is_migrated_and_keeps_every_key() {
     ));
 
     // Erasing evt_7's recipient deletes it; its key stays, through a restart.
-    let audit = AuditEntry {
+    let audit = |alias: &Recipient| AuditEntry {
         at_ms: 1_700_000_000_000,
         actor: "test".into(),
         action: "subject.erase".into(),
-        subject: "erase@example.com".into(),
+        subject: alias.as_str().to_owned(),
         before: None,
         after: None,
     };
     let erased = store
-        .erase_subject("erase@example.com".into(), audit)
+        .erase_subject(Recipient::parse("erase@example.com").unwrap(), audit)
         .await
         .unwrap();
     assert_eq!(erased.messages, 1);

@@ -133,7 +133,7 @@ pub(crate) fn accept(
             if matches!(outcome, Ok(Accepted::New(_))) {
                 // A feedback-loop suppression just committed: no stale cached read.
                 if let Some(recipient) = &suppressed {
-                    core_after.invalidate(&crate::cache_keys::suppressions(recipient));
+                    core_after.invalidate(&crate::cache_keys::suppressions(recipient.as_str()));
                 }
                 if fans_out {
                     core_after.work.notify_one();

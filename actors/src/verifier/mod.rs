@@ -10,7 +10,8 @@ pub mod probe;
 pub mod schemes;
 
 use herald_storage::{
-    AuditEntry, DedupeKey, MessageId, MessageRecord, NewMessage, NewSuppression, SuppressionRecord,
+    AuditEntry, Channel, DedupeKey, MessageId, MessageRecord, NewMessage, NewSuppression,
+    Recipient, SuppressionRecord,
 };
 
 use crate::{Core, InboundWebhook, unix_ms};
@@ -49,7 +50,11 @@ pub(crate) fn verify(core: &Core, webhook: &InboundWebhook) -> Result<NewMessage
             external_id: Some(verified.id),
             event_type,
             content_type,
-            recipient: fields.recipient,
+            // The one canonical form of the recipient; a field that is not one is ignored.
+            recipient: fields
+                .recipient
+                .as_deref()
+                .and_then(|r| Recipient::parse(r).ok()),
             channel: fields.channel,
             category: fields.category,
             received_at_ms: now_ms,
@@ -60,9 +65,6 @@ pub(crate) fn verify(core: &Core, webhook: &InboundWebhook) -> Result<NewMessage
         suppress,
     })
 }
-
-/// Channels a suppression may name.
-const CHANNELS: [&str; 5] = ["webhook", "email", "sms", "push", "in_app"];
 
 /// The feedback loop: a verified event whose type the source maps to a reason (a bounce, a
 /// complaint) suppresses the body's `recipient` on its `channel` (default `email`).
@@ -75,12 +77,13 @@ fn feedback(
 ) -> Option<(NewSuppression, AuditEntry)> {
     let event_type = event_type?;
     let reason = source.suppress_on.get(event_type)?;
-    let recipient = fields.recipient.clone().filter(|r| !r.is_empty())?;
+    let recipient = Recipient::parse(fields.recipient.as_deref()?).ok()?;
     let channel = fields
         .channel
         .as_deref()
-        .filter(|c| CHANNELS.contains(c))
-        .unwrap_or("email")
+        .and_then(|c| c.parse::<Channel>().ok())
+        .unwrap_or(Channel::Email)
+        .as_str()
         .to_owned();
     let actor = format!("source:{source_name}");
     let record = SuppressionRecord {
@@ -94,7 +97,7 @@ fn feedback(
         at_ms: now_ms,
         actor,
         action: "suppression.create".into(),
-        subject: recipient.clone(),
+        subject: recipient.as_str().to_owned(),
         before: None,
         after: Some(serde_json::json!({
             "channel": channel,
