@@ -333,6 +333,8 @@ async fn resend_delivers_again_with_the_same_webhook_id() {
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["requeued"], 2);
     receiver.wait_for(5, WAIT).await;
+    // The receiver has the requests before herald has committed their outcomes.
+    statuses(&server, &id).await;
     let (_, msg) = server
         .api_get(&format!("/v1/messages/{id}"), ADMIN_TOKEN)
         .await;
