@@ -15,7 +15,9 @@ use super::App;
 use super::auth::Caller;
 use super::query::{Query, segment};
 use super::response::{ApiError, Resp, json};
-use super::{audit, destinations, dlq, messages, monitoring, preferences, subjects, suppressions};
+use super::{
+    audit, console, destinations, dlq, messages, monitoring, preferences, subjects, suppressions,
+};
 use crate::config::Scope;
 
 pub async fn route(app: Arc<App>, req: Request<Incoming>, _peer: SocketAddr) -> Resp {
@@ -45,6 +47,10 @@ async fn handle(app: &App, req: Request<Incoming>) -> Result<Resp, ApiError> {
         (&Method::GET, ["metrics"]) => return monitoring::metrics(app).await,
         _ => {}
     }
+    // The console's static files: public, with their own security headers.
+    if let Some(resp) = console::asset(req.method(), &path, req.headers(), app.ingest_addr.port()) {
+        return Ok(resp);
+    }
 
     let caller = app.tokens.authenticate(req.headers())?;
     let query = Query::parse(req.uri().query());
@@ -64,6 +70,7 @@ async fn handle(app: &App, req: Request<Incoming>) -> Result<Resp, ApiError> {
         ["v1", "suppressions", rest @ ..] => suppressions_routes(call, rest).await,
         ["v1", "preferences", rest @ ..] => preferences_routes(call, rest).await,
         ["v1", "subjects", rest @ ..] => subjects_routes(call, rest).await,
+        ["v1", "whoami"] if call.method == Method::GET => Ok(console::whoami(&call.caller)),
         ["v1", "perf"] if call.method == Method::GET => {
             call.caller.require(Scope::Read)?;
             monitoring::perf(app).await
