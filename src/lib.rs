@@ -341,7 +341,6 @@ fn settings(
         block_window: BLOCK_WINDOW,
         block_for: config.ingest.block,
         dedupe_window: config.ingest.dedupe_window,
-        verifier_workers: std::thread::available_parallelism().map_or(2, usize::from),
         request_timeout: REQUEST_TIMEOUT,
     }
 }

@@ -1,8 +1,9 @@
 //! The root supervisor: starts every child linked, restarts one that fails, and gives up
 //! (stops itself, which `main` treats as fatal) when restarts exceed the budget.
 //!
-//! Children, in start order: the cache coordinator, the perf monitor, the ingress, the
-//! verifier pool, the DLQ keeper, the suppression registry, the dispatcher.
+//! Children, in start order: the cache coordinator, the perf monitor, the ingress, the DLQ
+//! keeper, the suppression registry, the dispatcher. Signature verification is no actor: it is
+//! a pure function the edge calls inline (see [`crate::verifier`]).
 //!
 //! ractor has no built-in restart strategy, and the default supervision handler stops the
 //! parent when a child ends, so this actor implements one-for-one restarts itself. A restart
@@ -26,7 +27,6 @@ use crate::ingress::{Ingress, IngressMsg};
 use crate::perf::monitor::{PerfArgs, PerfMonitor, PerfMsg};
 use crate::slot::Slot;
 use crate::suppression::SuppressionRegistry;
-use crate::verifier::{Verifier, VerifierArgs, VerifierMsg};
 
 /// At most this many restarts within [`RESTART_WINDOW`]; one more and the supervisor stops.
 pub const MAX_RESTARTS: usize = 5;
@@ -36,7 +36,6 @@ pub const RESTART_WINDOW: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Child {
     Ingress,
-    Verifier(usize),
     DlqKeeper,
     Dispatcher,
     SuppressionRegistry,
@@ -47,7 +46,6 @@ enum Child {
 /// The slots a child may need to reach its peers; filled in as they start.
 #[derive(Debug, Clone, Default)]
 struct Peers {
-    ingress: Option<Slot<IngressMsg>>,
     dlq: Option<Slot<DlqMsg>>,
 }
 
@@ -55,7 +53,6 @@ struct Peers {
 #[derive(Debug, Clone)]
 pub struct Children {
     pub ingress: Slot<IngressMsg>,
-    pub verifiers: Vec<Slot<VerifierMsg>>,
     pub dlq: Slot<DlqMsg>,
     pub dispatcher: Slot<DispatcherMsg>,
     pub cache: Slot<CacheMsg>,
@@ -137,18 +134,6 @@ impl Supervisor {
                 let (actor, _) = Actor::spawn_linked(None, Dispatcher, args, supervisor).await?;
                 actor.get_cell()
             }
-            Child::Verifier(_) => {
-                let ingress = peers
-                    .ingress
-                    .clone()
-                    .ok_or("the ingress must start before the verifiers")?;
-                let args = VerifierArgs {
-                    core: Arc::clone(core),
-                    ingress,
-                };
-                let (actor, _) = Actor::spawn_linked(None, Verifier, args, supervisor).await?;
-                actor.get_cell()
-            }
         };
         Ok(cell)
     }
@@ -193,14 +178,6 @@ impl Actor for Supervisor {
         let cell = Self::spawn_child(Child::Ingress, &core, &peers, parent.clone()).await?;
         roles.insert(cell.get_id(), Child::Ingress);
         let ingress = Slot::new(ActorRef::<IngressMsg>::from(cell));
-        peers.ingress = Some(ingress.clone());
-
-        let mut verifiers = Vec::new();
-        for i in 0..core.settings.verifier_workers.max(1) {
-            let cell = Self::spawn_child(Child::Verifier(i), &core, &peers, parent.clone()).await?;
-            roles.insert(cell.get_id(), Child::Verifier(i));
-            verifiers.push(Slot::new(ActorRef::<VerifierMsg>::from(cell)));
-        }
 
         let cell = Self::spawn_child(Child::DlqKeeper, &core, &peers, parent.clone()).await?;
         roles.insert(cell.get_id(), Child::DlqKeeper);
@@ -216,7 +193,6 @@ impl Actor for Supervisor {
         let dispatcher = Slot::new(ActorRef::<DispatcherMsg>::from(cell));
         let children = Children {
             ingress,
-            verifiers,
             dlq,
             dispatcher,
             cache,
@@ -277,7 +253,6 @@ impl Actor for Supervisor {
         }
         tracing::warn!(?child, %why, "child ended; restarting it");
         let peers = Peers {
-            ingress: Some(state.children.ingress.clone()),
             dlq: Some(state.children.dlq.clone()),
         };
         let cell = Self::spawn_child(child, &state.core, &peers, myself.get_cell()).await?;
@@ -291,11 +266,6 @@ impl Actor for Supervisor {
             // The same slots are in `Core`: one swap serves both.
             Child::Cache => state.children.cache.replace(cell.into()),
             Child::Perf => state.children.perf.replace(cell.into()),
-            Child::Verifier(i) => {
-                if let Some(slot) = state.children.verifiers.get(i) {
-                    slot.replace(cell.into());
-                }
-            }
         }
         Ok(())
     }

@@ -682,7 +682,6 @@ fn idle_settings() -> Settings {
         block_window: Duration::from_secs(60),
         block_for: Duration::from_secs(300),
         dedupe_window: Duration::from_secs(86_400),
-        verifier_workers: 1,
         request_timeout: Duration::from_secs(30),
         delivery: DeliverySettings {
             max_attempts: 5,

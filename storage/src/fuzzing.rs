@@ -13,7 +13,7 @@ pub fn decode_message(value: &[u8]) -> Result<(MessageRecord, &[u8])> {
 
 /// What [`decode_message`] reads.
 pub fn encode_message(record: &MessageRecord, body: &[u8]) -> Vec<u8> {
-    crate::messages::encode_message(record, body)
+    crate::messages::encode_message(record, None, body)
 }
 
 /// A stored record (every table but `messages` holds plain JSON).

@@ -293,7 +293,7 @@ impl Guard {
             return;
         };
         match reopen().and_then(|opened| {
-            crate::initialise(&opened)?;
+            crate::prepare_reopened(&opened)?;
             Ok(opened)
         }) {
             Ok(opened) => {

@@ -22,6 +22,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod health;
+pub mod idempotency;
 mod keywords;
 pub mod maintenance;
 pub mod messages;
@@ -39,7 +40,7 @@ pub mod writer;
 use std::path::Path;
 use std::sync::Arc;
 
-use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable};
+use redb::{Database, ReadTransaction, ReadableDatabase};
 use tokio::sync::oneshot;
 use tx::Tx;
 
@@ -48,11 +49,10 @@ pub use deliveries::{
 };
 pub use error::{Result, StorageError};
 pub use health::Health;
+pub use idempotency::IdempotencyOptions;
 pub use keywords::{Channel, Reason, SuppressedOn, UnknownKeyword};
 pub use maintenance::{IndexHealth, MaintenanceReport, StorageStats, TableInfo};
-pub use messages::{
-    Accepted, DedupeKey, MessageFilter, MessageView, NewMessage, Page, SWEEP_SLICES,
-};
+pub use messages::{Accepted, DedupeKey, MessageFilter, MessageView, NewMessage, Page};
 pub use recipient::{Recipient, RecipientError};
 pub use records::{
     Attempt, AuditEntry, BadMessageId, CircuitRecord, DeliveryRecord, DeliveryStatus,
@@ -65,20 +65,24 @@ pub use subjects::{
 };
 pub use writer::{BatchStats, CommitObserver, Completion};
 
-use tables::{SCHEMA_VERSION, SCHEMA_VERSION_KEY};
-
 /// How to open the store.
 #[derive(Clone)]
 pub struct Options {
-    /// redb's page cache. redb defaults to 1 GiB, which would dominate herald's memory;
-    /// the hot set (recent messages, the indexes) is far smaller.
+    /// redb's page cache. redb defaults to 1 GiB, which would dominate herald's memory. The
+    /// hot set is small: every table the ingest path writes is time-ordered (messages,
+    /// deliveries, due queues), so a commit dirties the rightmost leaves and their branches,
+    /// and the dispatcher reads recent messages; no index is written at random any more.
     pub cache_bytes: usize,
     /// Called on the writer thread after every successful group commit.
     pub observer: Option<CommitObserver>,
+    /// When the idempotency index seals its open bucket (see [`idempotency`]).
+    pub idempotency: IdempotencyOptions,
 }
 
 impl Options {
-    pub const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
+    /// Measured with `herald-bench ingest` and `deliver` (README, Performance): no slower
+    /// than 64 MiB.
+    pub const DEFAULT_CACHE_BYTES: usize = 16 * 1024 * 1024;
 }
 
 impl Default for Options {
@@ -86,6 +90,7 @@ impl Default for Options {
         Self {
             cache_bytes: Self::DEFAULT_CACHE_BYTES,
             observer: None,
+            idempotency: IdempotencyOptions::default(),
         }
     }
 }
@@ -95,6 +100,7 @@ impl std::fmt::Debug for Options {
         f.debug_struct("Options")
             .field("cache_bytes", &self.cache_bytes)
             .field("observer", &self.observer.is_some())
+            .field("idempotency", &self.idempotency)
             .finish()
     }
 }
@@ -164,7 +170,8 @@ impl Store {
         Self::start(db, None, options, Some(reopen))
     }
 
-    /// Creates the tables, checks the schema version and starts the writer.
+    /// Creates the tables, migrates the file, loads the idempotency index and starts the
+    /// writer.
     fn start(
         db: Database,
         path: Option<Arc<Path>>,
@@ -172,10 +179,10 @@ impl Store {
         reopen: Option<health::Reopen>,
     ) -> Result<Self> {
         let db = Arc::new(db);
-        let pseudonyms = initialise(&db)?;
+        let (pseudonyms, index) = initialise(&db, options.idempotency)?;
         let cell = Arc::new(health::DbCell::new(Arc::clone(&db)));
         let guard = health::Guard::new(Arc::clone(&cell), path.as_deref(), reopen)?;
-        let writer = writer::Writer::spawn(db, options.observer, guard, Arc::clone(&cell))?;
+        let writer = writer::Writer::spawn(db, options.observer, guard, Arc::clone(&cell), index)?;
         Ok(Self {
             db: cell,
             writer,
@@ -231,10 +238,10 @@ impl Store {
         self.write(move |txn| messages::insert(txn, &msg)).await
     }
 
-    /// Forgets the idempotency keys accepted before `before_ms` in slice `slice` (of
-    /// [`SWEEP_SLICES`]) of the key space; returns how many. Sweep every slice in turn.
-    pub async fn sweep_idempotency(&self, before_ms: u64, slice: u32) -> Result<usize> {
-        self.write(move |tx| messages::sweep_idempotency(tx, before_ms, slice))
+    /// Forgets idempotency keys accepted before `before_ms` (whole sealed runs at a time, so
+    /// some live on a little longer); returns how many.
+    pub async fn sweep_idempotency(&self, before_ms: u64) -> Result<usize> {
+        self.write(move |tx| idempotency::Index::sweep(tx, before_ms))
             .await
     }
 
@@ -716,48 +723,60 @@ fn io_error(e: std::io::Error) -> StorageError {
 }
 
 /// Creates every table (so readers never meet a missing one), makes the pseudonym key at the
-/// first start, checks the schema version and migrates an older layout, all in one commit.
-pub(crate) fn initialise(db: &Database) -> Result<Pseudonyms> {
-    let txn = db.begin_write()?;
+/// first start, migrates an older file (refusing a newer one) and loads the idempotency index,
+/// all in one commit.
+fn initialise(
+    db: &Database,
+    options: IdempotencyOptions,
+) -> Result<(Pseudonyms, idempotency::Index)> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(redb::Durability::Immediate)?;
+    txn.set_two_phase_commit(true);
     let pseudonyms = subjects::load_key(&txn)?;
-    {
-        let mut meta = txn.open_table(tables::META)?;
-        let found = meta.get(SCHEMA_VERSION_KEY)?.map(|v| v.value());
-        if let Some(found) = found
-            && found > SCHEMA_VERSION
-        {
-            return Err(StorageError::SchemaTooNew {
-                found,
-                supported: SCHEMA_VERSION,
-            });
-        }
-        meta.insert(SCHEMA_VERSION_KEY, SCHEMA_VERSION)?;
-        txn.open_table(tables::MESSAGES)?;
-        txn.open_table(tables::IDEMPOTENCY)?;
-        txn.open_table(tables::DELIVERIES)?;
-        txn.open_table(tables::DELIVERIES_DUE)?;
-        txn.open_table(tables::DEAD_LETTERS)?;
-        txn.open_table(tables::DESTINATIONS)?;
-        txn.open_table(tables::MESSAGES_BY_RECIPIENT)?;
-        txn.open_table(tables::SUPPRESSIONS)?;
-        txn.open_table(tables::SUPPRESSIONS_BY_EXPIRY)?;
-        txn.open_table(tables::PREFERENCES)?;
-        txn.open_table(tables::AUDIT)?;
-        txn.open_table(tables::AUDIT_BY_SUBJECT)?;
-        // A new file has nothing to migrate.
-        drop(meta);
-        if let Some(found) = found {
-            migrate::run(&txn, found)?;
-        }
-    }
+    migrate::run(&txn)?;
+    create_tables(&txn)?;
+    let index = idempotency::Index::load(&txn, options)?;
     txn.commit()?;
-    Ok(pseudonyms)
+    Ok((pseudonyms, index))
+}
+
+/// What a database reopened after a failed write needs before it takes writes again: its
+/// tables, and a commit that shows writes work. Its idempotency index is the writer's, which
+/// only ever holds what was committed.
+pub(crate) fn prepare_reopened(db: &Database) -> Result<()> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(redb::Durability::Immediate)?;
+    txn.set_two_phase_commit(true);
+    migrate::run(&txn)?;
+    create_tables(&txn)?;
+    txn.commit()?;
+    Ok(())
+}
+
+pub(crate) fn create_tables(txn: &redb::WriteTransaction) -> Result<()> {
+    txn.open_table(tables::META)?;
+    txn.open_table(tables::MESSAGES)?;
+    txn.open_table(tables::IDEMPOTENCY_RUNS)?;
+    txn.open_table(tables::IDEMPOTENCY_RUN_DIR)?;
+    txn.open_table(tables::IDEMPOTENCY_LOOSE)?;
+    txn.open_table(tables::DELIVERIES)?;
+    txn.open_table(tables::DELIVERIES_DUE)?;
+    txn.open_table(tables::DEAD_LETTERS)?;
+    txn.open_table(tables::DESTINATIONS)?;
+    txn.open_table(tables::MESSAGES_BY_RECIPIENT)?;
+    txn.open_table(tables::SUPPRESSIONS)?;
+    txn.open_table(tables::SUPPRESSIONS_BY_EXPIRY)?;
+    txn.open_table(tables::PREFERENCES)?;
+    txn.open_table(tables::AUDIT)?;
+    txn.open_table(tables::AUDIT_BY_SUBJECT)?;
+    Ok(())
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use redb::ReadableTable as _;
 
     const SCRATCH: redb::TableDefinition<u64, u64> = redb::TableDefinition::new("scratch");
 
@@ -819,7 +838,7 @@ mod tests {
             let txn = db.begin_write().unwrap();
             txn.open_table(tables::META)
                 .unwrap()
-                .insert(SCHEMA_VERSION_KEY, SCHEMA_VERSION + 1)
+                .insert(tables::SCHEMA_VERSION_KEY, tables::SCHEMA_VERSION + 1)
                 .unwrap();
             txn.commit().unwrap();
         }

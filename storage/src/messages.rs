@@ -1,8 +1,8 @@
 //! Messages, their idempotency index and their deliveries.
 //!
-//! Accepting a message is one job: the idempotency check, the message with its body, its
-//! idempotency entry and one `pending` delivery per destination it fans out to, all in the
-//! same transaction. So a message is never half-stored, and a delivery exists for it as soon as
+//! Accepting a message is one job: the idempotency check, the message with its dedupe key and
+//! body, and one `pending` delivery per destination it fans out to, all in the same
+//! transaction (the key is remembered in [`crate::idempotency`]'s memory once it commits). So a message is never half-stored, and a delivery exists for it as soon as
 //! the partner got its 202.
 
 use bytes::Bytes;
@@ -11,6 +11,7 @@ use redb::{ReadTransaction, ReadableTable as _};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Result, StorageError};
+use crate::idempotency::Index;
 
 use crate::records::{DeliveryRecord, DeliveryStatus, MessageId, MessageRecord, decode, encode};
 use crate::tables::{DELIVERIES, MESSAGES};
@@ -49,7 +50,7 @@ pub enum Accepted {
 /// and `("a\0b", "c")` apart. A cryptographic hash because ids are attacker-chosen: nobody can
 /// craft a collision to have a genuine webhook dropped as a duplicate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct DedupeKey(u128);
+pub struct DedupeKey(pub(crate) u128);
 
 impl DedupeKey {
     pub fn new(scope: &str, external_id: &str) -> Self {
@@ -64,25 +65,18 @@ impl DedupeKey {
     }
 }
 
-/// The idempotency table is swept in this many equal slices of its (uniform) key space, one
-/// slice per call, so each sweep does a bounded share of the work.
-pub const SWEEP_SLICES: u32 = 256;
-
 pub(crate) fn insert(tx: &mut Tx<'_>, msg: &NewMessage) -> Result<Accepted> {
-    let received = msg.record.received_at_ms;
     if let Some(DedupeKey(key)) = msg.dedupe_key {
-        // One descent in the common case: insert, and only on a hit put the first one back.
-        let idempotency = tx.idempotency()?;
-        let previous = idempotency
-            .insert(key, (msg.id.0, received))?
-            .map(|seen| seen.value());
-        if let Some(first) = previous {
-            idempotency.insert(key, first)?;
-            return Ok(Accepted::Duplicate(MessageId(first.0)));
+        if let Some(first) = Index::lookup(tx, key)? {
+            return Ok(Accepted::Duplicate(MessageId(first)));
         }
+        Index::remember(tx, key, msg.id.0)?;
     }
-    tx.messages()?
-        .insert(msg.id.0, encode_message(&msg.record, &msg.body).as_slice())?;
+    let received = msg.record.received_at_ms;
+    tx.messages()?.insert(
+        msg.id.0,
+        encode_message(&msg.record, msg.dedupe_key, &msg.body).as_slice(),
+    )?;
     if let Some(recipient) = &msg.record.recipient {
         tx.messages_by_recipient()?
             .insert((recipient.as_str(), msg.id.0), ())?;
@@ -106,9 +100,16 @@ pub(crate) fn insert(tx: &mut Tx<'_>, msg: &NewMessage) -> Result<Accepted> {
     Ok(Accepted::New(msg.id))
 }
 
-/// Deletes a message with its deliveries, their queue entries and DLQ entries.
+/// Deletes a message with its deliveries, their queue entries and DLQ entries. Its dedupe key
+/// stays remembered.
 pub(crate) fn delete(tx: &mut Tx<'_>, id: u128) -> Result<()> {
-    tx.messages()?.remove(id)?;
+    let key = match tx.messages()?.remove(id)? {
+        Some(value) => decode_key(value.value())?,
+        None => None,
+    };
+    if let Some(key) = key {
+        Index::keep_deleted(tx, key, id)?;
+    }
     let deliveries: Vec<(String, DeliveryRecord)> = tx
         .deliveries()?
         .range((id, "")..(id.saturating_add(1), ""))?
@@ -133,46 +134,58 @@ pub(crate) fn delete(tx: &mut Tx<'_>, id: u128) -> Result<()> {
     Ok(())
 }
 
-/// Forgets the keys of slice `slice` accepted before `before_ms`; returns how many.
-pub(crate) fn sweep_idempotency(tx: &mut Tx<'_>, before_ms: u64, slice: u32) -> Result<usize> {
-    let width = u128::MAX / u128::from(SWEEP_SLICES);
-    let start = width * u128::from(slice % SWEEP_SLICES);
-    let end = if slice % SWEEP_SLICES == SWEEP_SLICES - 1 {
-        u128::MAX
-    } else {
-        start + width - 1
-    };
-    let mut removed = 0;
-    tx.idempotency()?
-        .retain_in(start..=end, |_, (_, accepted)| {
-            let keep = accepted >= before_ms;
-            removed += usize::from(!keep);
-            keep
-        })?;
-    Ok(removed)
-}
+/// Bit 31 of a value's length word: a 16-byte dedupe key follows it.
+const KEYED: u32 = 1 << 31;
 
-/// `[u32 LE n][n bytes of JSON record][body]`.
-pub(crate) fn encode_message(record: &MessageRecord, body: &[u8]) -> Vec<u8> {
+/// `[u32 LE n | KEYED][16 bytes BE key, if keyed][n bytes of JSON record][body]`.
+pub(crate) fn encode_message(
+    record: &MessageRecord,
+    key: Option<DedupeKey>,
+    body: &[u8],
+) -> Vec<u8> {
     let header = encode(record);
-    let len = u32::try_from(header.len()).unwrap_or(u32::MAX);
-    let mut value = Vec::with_capacity(4 + header.len() + body.len());
-    value.extend_from_slice(&len.to_le_bytes());
+    let len = u32::try_from(header.len()).unwrap_or(KEYED - 1) & !KEYED;
+    let mut value = Vec::with_capacity(4 + 16 + header.len() + body.len());
+    match key {
+        Some(DedupeKey(key)) => {
+            value.extend_from_slice(&(len | KEYED).to_le_bytes());
+            value.extend_from_slice(&key.to_be_bytes());
+        }
+        None => value.extend_from_slice(&len.to_le_bytes()),
+    }
     value.extend_from_slice(&header);
     value.extend_from_slice(body);
     value
 }
 
-/// The record and the body of a stored message value.
-pub(crate) fn decode_message(value: &[u8]) -> Result<(MessageRecord, &[u8])> {
+/// Splits a stored message value into its dedupe key, JSON record and body, unparsed.
+fn split_message(value: &[u8]) -> Result<(Option<u128>, &[u8], &[u8])> {
     let corrupt = || StorageError::corrupt("messages", "truncated value");
-    let (len, rest) = value.split_first_chunk::<4>().ok_or_else(corrupt)?;
-    let len = usize::try_from(u32::from_le_bytes(*len)).map_err(|_| corrupt())?;
+    let (word, rest) = value.split_first_chunk::<4>().ok_or_else(corrupt)?;
+    let word = u32::from_le_bytes(*word);
+    let (key, rest) = if word & KEYED == 0 {
+        (None, rest)
+    } else {
+        let (key, rest) = rest.split_first_chunk::<16>().ok_or_else(corrupt)?;
+        (Some(u128::from_be_bytes(*key)), rest)
+    };
+    let len = usize::try_from(word & !KEYED).map_err(|_| corrupt())?;
     if rest.len() < len {
         return Err(corrupt());
     }
     let (header, body) = rest.split_at(len);
+    Ok((key, header, body))
+}
+
+/// The record and the body of a stored message value.
+pub(crate) fn decode_message(value: &[u8]) -> Result<(MessageRecord, &[u8])> {
+    let (_, header, body) = split_message(value)?;
     Ok((decode("messages", header)?, body))
+}
+
+/// The dedupe key of a stored message value, without parsing its record.
+pub(crate) fn decode_key(value: &[u8]) -> Result<Option<u128>> {
+    split_message(value).map(|(key, ..)| key)
 }
 
 /// Narrows a message listing. Every given field must match.

@@ -8,6 +8,7 @@
 use redb::{Table, WriteTransaction};
 
 use crate::error::Result;
+use crate::idempotency::Index;
 use crate::tables;
 
 macro_rules! tx_tables {
@@ -15,12 +16,18 @@ macro_rules! tx_tables {
         /// The open transaction and its lazily opened tables.
         pub struct Tx<'t> {
             txn: &'t WriteTransaction,
+            index: &'t mut Index,
             $($field: Option<Table<'t, $k, $v>>,)*
         }
 
         impl<'t> Tx<'t> {
-            pub(crate) fn new(txn: &'t WriteTransaction) -> Self {
-                Self { txn, $($field: None,)* }
+            pub(crate) fn new(txn: &'t WriteTransaction, index: &'t mut Index) -> Self {
+                Self { txn, index, $($field: None,)* }
+            }
+
+            /// The idempotency index's in-memory side, whose changes this transaction stages.
+            pub(crate) fn index(&mut self) -> &mut Index {
+                self.index
             }
 
             $(
@@ -38,8 +45,11 @@ macro_rules! tx_tables {
 }
 
 tx_tables! {
+    meta: META => &'static str, u64;
     messages: MESSAGES => u128, &'static [u8];
-    idempotency: IDEMPOTENCY => u128, (u128, u64);
+    idempotency_runs: IDEMPOTENCY_RUNS => (u64, u128), u128;
+    idempotency_run_dir: IDEMPOTENCY_RUN_DIR => u64, (u64, u64, u64);
+    idempotency_loose: IDEMPOTENCY_LOOSE => u128, u128;
     deliveries: DELIVERIES => (u128, &'static str), &'static [u8];
     deliveries_due: DELIVERIES_DUE => (&'static str, u64, u128), ();
     dead_letters: DEAD_LETTERS => (u64, u128, &'static str), ();

@@ -28,6 +28,7 @@ use tokio::sync::oneshot;
 
 use crate::error::{Result, StorageError};
 use crate::health::{DbCell, Guard};
+use crate::idempotency::Index;
 use crate::tx::Tx;
 
 /// The most jobs committed together. Bounds the transaction's size and the latency of the
@@ -103,6 +104,7 @@ impl Writer {
         observer: Option<CommitObserver>,
         guard: Guard,
         cell: Arc<DbCell>,
+        mut index: Index,
     ) -> Result<Self> {
         let (tx, rx) = mpsc::channel();
         let running = Arc::new(AtomicBool::new(true));
@@ -111,7 +113,7 @@ impl Writer {
             .name("herald-storage-writer".into())
             .spawn(move || {
                 let mut db = Some(db);
-                let stopped = run(&mut db, &rx, observer.as_deref(), guard);
+                let stopped = run(&mut db, &mut index, &rx, observer.as_deref(), guard);
                 // Release the file before saying so: a caller may reopen it at once.
                 drop(db);
                 flag.store(false, Ordering::Release);
@@ -162,6 +164,7 @@ impl Writer {
 /// database when it failed (see [`crate::health`]).
 fn run(
     db: &mut Option<Arc<Database>>,
+    index: &mut Index,
     rx: &mpsc::Receiver<Command>,
     observer: Option<&(dyn Fn(BatchStats) + Send + Sync)>,
     mut guard: Guard,
@@ -190,10 +193,17 @@ fn run(
         }
         if !batch.is_empty() {
             guard.maintain(db);
-            let stats = commit_guarded(db, &mut batch, &mut guard);
+            let stats = commit_guarded(db, index, &mut batch, &mut guard);
             if let (Some(observe), Some(stats)) = (observer, stats) {
                 observe(stats);
             }
+        }
+        // Seal only into a healthy database; a refused or reopening store seals later.
+        if index.wants_seal()
+            && guard.refusal().is_none()
+            && let Some(open) = db.as_ref()
+        {
+            seal(open, index);
         }
         if stop.is_some() {
             return stop;
@@ -205,6 +215,7 @@ fn run(
 /// and hands a failure of the transaction itself to `guard`, which reopens the database.
 fn commit_guarded(
     db: &mut Option<Arc<Database>>,
+    index: &mut Index,
     batch: &mut Vec<Box<dyn Job>>,
     guard: &mut Guard,
 ) -> Option<BatchStats> {
@@ -216,7 +227,7 @@ fn commit_guarded(
             return None;
         }
     };
-    match commit_batch(&open, batch, guard) {
+    match commit_batch(&open, index, batch, guard) {
         Ok(stats) => {
             guard.write_succeeded();
             stats
@@ -236,6 +247,7 @@ fn commit_guarded(
 /// [`Guard::check_file`]): a commit into a removed file is as good as lost.
 fn commit_batch(
     db: &Database,
+    index: &mut Index,
     batch: &mut Vec<Box<dyn Job>>,
     guard: &mut Guard,
 ) -> Result<Option<BatchStats>> {
@@ -248,7 +260,7 @@ fn commit_batch(
                 return Err(e);
             }
         };
-        let mut tx = Tx::new(&txn);
+        let mut tx = Tx::new(&txn, index);
         let applied = apply_all(&mut tx, batch);
         drop(tx); // redb: every table handle must be gone before commit or abort
         match applied {
@@ -270,24 +282,48 @@ fn commit_batch(
                     "group commit"
                 );
                 if let Err(e) = result {
+                    index.abort();
                     answer_all(batch, &Err(e.clone()));
                     return Err(e);
                 }
+                // The commit is in the database: the index's changes are now true of it.
+                index.commit();
                 let acknowledged = guard.check_file();
                 answer_all(batch, &acknowledged);
                 return Ok(acknowledged.is_ok().then_some(stats));
             }
-            Err((index, error)) => {
+            Err((culprit, error)) => {
                 // Roll back the partial writes of the whole batch, answer the culprit, and run
                 // the others again without it.
                 if let Err(e) = txn.abort() {
                     tracing::warn!(error = %e, "abort after a failed job");
                 }
-                batch.remove(index).complete(Err(error));
+                index.abort();
+                batch.remove(culprit).complete(Err(error));
                 if batch.is_empty() {
                     return Ok(None);
                 }
             }
+        }
+    }
+}
+
+/// Seals the idempotency index's open bucket into a run, in a transaction of its own so that
+/// a failure costs no job anything (it is tried again after the next batch).
+fn seal(db: &Database, index: &mut Index) {
+    let sealed = begin(db).and_then(|txn| {
+        let mut tx = Tx::new(&txn, index);
+        let applied = Index::seal(&mut tx);
+        drop(tx);
+        applied?;
+        txn.commit()?;
+        Ok(())
+    });
+    match sealed {
+        Ok(()) => index.commit(),
+        Err(e) => {
+            tracing::warn!(error = %e, "sealing idempotency keys failed");
+            index.abort();
         }
     }
 }

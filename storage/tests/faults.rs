@@ -395,6 +395,7 @@ async fn run(dir: &Path, base: &[u8], countdown: Countdown, run_no: usize) -> Ru
     let options = Options {
         cache_bytes: CACHE_BYTES,
         observer: Some(observer),
+        ..Options::default()
     };
 
     let mut submitted = Vec::new();
@@ -768,7 +769,7 @@ async fn a_change_and_its_audit_entry_are_kept_or_lost_together() {
         };
         let options = Options {
             cache_bytes: CACHE_BYTES,
-            observer: None,
+            ..Options::default()
         };
         let Ok(store) = Store::open_with_backend(backend, options) else {
             continue; // failed while opening: nothing was changed

@@ -3,8 +3,8 @@
 
 use bytes::Bytes;
 use herald_storage::{
-    Accepted, AuditEntry, DedupeKey, DeliveryStatus, DestinationRecord, MessageFilter, MessageId,
-    MessageRecord, NewMessage, Options, SWEEP_SLICES, StorageError, Store,
+    Accepted, AuditEntry, DedupeKey, DeliveryStatus, DestinationRecord, IdempotencyOptions,
+    MessageFilter, MessageId, MessageRecord, NewMessage, Options, StorageError, Store,
 };
 
 fn message(source: &str, external: &str, at_ms: u64, destinations: &[&str]) -> NewMessage {
@@ -183,16 +183,23 @@ async fn listing_filters_and_paginates_newest_first() {
 #[tokio::test]
 async fn sweeping_forgets_only_old_keys() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("h.redb"), Options::default()).unwrap();
+    // Seal whatever is a second older than the newest key.
+    let options = Options {
+        idempotency: IdempotencyOptions {
+            seal_keys: 1_000,
+            seal_span_ms: 1_000,
+            seal_lag_ms: 1_000,
+        },
+        ..Options::default()
+    };
+    let store = Store::open(&dir.path().join("h.redb"), options).unwrap();
     let old = message("s", "old", 1_000, &[]);
     let new = message("s", "new", 5_000, &[]);
     store.insert_message_async(old).await.unwrap();
     store.insert_message_async(new.clone()).await.unwrap();
-    let mut removed = 0;
-    for slice in 0..SWEEP_SLICES {
-        removed += store.sweep_idempotency(2_000, slice).await.unwrap();
-    }
-    assert_eq!(removed, 1);
+    // The old key is sealed in a run spanning [0, 4 s): a sweep before its end keeps it.
+    assert_eq!(store.sweep_idempotency(3_999).await.unwrap(), 0);
+    assert_eq!(store.sweep_idempotency(4_000).await.unwrap(), 1);
     assert!(matches!(
         store
             .insert_message_async(message("s", "old", 6_000, &[]))

@@ -1,10 +1,10 @@
 //! The ingress: admission and durable acceptance of inbound messages.
 //!
-//! It owns the invalid-signature counters and the client blocklist (published to the edge as
-//! an immutable snapshot, so checking a client costs one atomic load), and it hands verified
-//! messages to the storage writer's group commit. It never awaits a commit itself: the reply
-//! port travels with the write and is answered on the writer thread once the batch is durable,
-//! so one ingress serves any number of concurrent requests.
+//! The actor owns the invalid-signature counters and the client blocklist (published to the
+//! edge as an immutable snapshot, so checking a client costs one atomic load) and forgets
+//! expired idempotency keys. Accepting a message needs none of its state: [`accept`] hands it
+//! to the storage writer's group commit from the request's own task, and the writer answers
+//! once the batch is durable, so no mailbox sits on the path of a genuine webhook.
 
 pub mod blocklist;
 pub mod messages;
@@ -12,7 +12,7 @@ pub mod messages;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use herald_storage::{Accepted, SWEEP_SLICES};
+use herald_storage::Accepted;
 use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
@@ -21,9 +21,9 @@ use crate::{Core, IngestError, Ingested, unix_ms};
 use blocklist::Blocklist;
 pub use messages::IngressMsg;
 
-/// How often [`IngressMsg::Tick`] runs. Each tick sweeps one of the idempotency table's
-/// [`SWEEP_SLICES`], so the whole table is swept every `TICK * SWEEP_SLICES` (about 43
-/// minutes): keys live at least the dedupe window, and at most that much longer.
+/// How often [`IngressMsg::Tick`] runs. Each tick forgets the idempotency keys older than the
+/// dedupe window (whole sealed runs: keys live at least the window, and at most a run's span
+/// longer).
 const TICK: Duration = Duration::from_secs(10);
 
 #[derive(Debug)]
@@ -34,8 +34,6 @@ pub struct IngressState {
     core: Arc<Core>,
     blocklist: Blocklist,
     ticker: Option<JoinHandle<()>>,
-    /// The idempotency slice the next tick sweeps.
-    sweep_slice: u32,
 }
 
 impl Actor for Ingress {
@@ -62,7 +60,6 @@ impl Actor for Ingress {
             core,
             blocklist,
             ticker,
-            sweep_slice: 0,
         })
     }
 
@@ -84,40 +81,6 @@ impl Actor for Ingress {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            IngressMsg::Accept(message, reply) => {
-                let fans_out = !message.destinations.is_empty();
-                let suppressed = message.suppress.as_ref().map(|(s, _)| s.recipient.clone());
-                let core = Arc::clone(&state.core);
-                state.core.store.insert_message(
-                    *message,
-                    Box::new(move |outcome| {
-                        if matches!(outcome, Ok(Accepted::New(_))) {
-                            // A feedback-loop suppression just committed: no stale cached read.
-                            if let Some(recipient) = &suppressed {
-                                core.invalidate(&crate::cache_keys::suppressions(
-                                    recipient.as_str(),
-                                ));
-                            }
-                            if fans_out {
-                                core.work.notify_one();
-                            }
-                        }
-                        let answer = outcome.map_err(IngestError::Storage).map(|a| match a {
-                            Accepted::New(id) => Ingested {
-                                id,
-                                duplicate: false,
-                            },
-                            Accepted::Duplicate(id) => Ingested {
-                                id,
-                                duplicate: true,
-                            },
-                        });
-                        // The caller may have given up (timeout, closed connection): then
-                        // the message is stored all the same, and a retry is a duplicate.
-                        let _ = reply.send(answer);
-                    }),
-                );
-            }
             IngressMsg::InvalidSignature(client, reply) => {
                 let now = Instant::now();
                 if let Some(until) = state.blocklist.record_invalid(client, now) {
@@ -138,14 +101,12 @@ impl Actor for Ingress {
                 publish_blocks(&state.core, &state.blocklist);
                 let store = state.core.store.clone();
                 let window = state.core.settings.dedupe_window;
-                let slice = state.sweep_slice;
-                state.sweep_slice = (slice + 1) % SWEEP_SLICES;
                 tokio::spawn(async move {
                     let cutoff = SystemTime::now().checked_sub(window).map_or(0, unix_ms);
-                    match store.sweep_idempotency(cutoff, slice).await {
+                    match store.sweep_idempotency(cutoff).await {
                         Ok(0) => {}
-                        Ok(removed) => tracing::debug!(slice, removed, "idempotency keys expired"),
-                        // The slice comes round again on the next cycle.
+                        Ok(removed) => tracing::debug!(removed, "idempotency keys expired"),
+                        // Tried again at the next tick.
                         Err(e) => tracing::warn!(error = %e, "idempotency sweep failed"),
                     }
                 });
@@ -153,6 +114,43 @@ impl Actor for Ingress {
         }
         Ok(())
     }
+}
+
+/// Hands a verified or published message to the group commit; `answer` is called on the
+/// writer thread once it is durable (or failed). No state of the ingress is involved, so
+/// [`crate::Herald`] calls this on the request's own task, without a mailbox hop.
+pub(crate) fn accept(
+    core: &Arc<Core>,
+    message: herald_storage::NewMessage,
+    answer: impl FnOnce(crate::IngestResult) + Send + 'static,
+) {
+    let fans_out = !message.destinations.is_empty();
+    let suppressed = message.suppress.as_ref().map(|(s, _)| s.recipient.clone());
+    let core_after = Arc::clone(core);
+    core.store.insert_message(
+        message,
+        Box::new(move |outcome| {
+            if matches!(outcome, Ok(Accepted::New(_))) {
+                // A feedback-loop suppression just committed: no stale cached read.
+                if let Some(recipient) = &suppressed {
+                    core_after.invalidate(&crate::cache_keys::suppressions(recipient.as_str()));
+                }
+                if fans_out {
+                    core_after.work.notify_one();
+                }
+            }
+            answer(outcome.map_err(IngestError::Storage).map(|a| match a {
+                Accepted::New(id) => Ingested {
+                    id,
+                    duplicate: false,
+                },
+                Accepted::Duplicate(id) => Ingested {
+                    id,
+                    duplicate: true,
+                },
+            }));
+        }),
+    );
 }
 
 fn publish_blocks(core: &Core, blocklist: &Blocklist) {

@@ -1,88 +1,24 @@
-//! The verifier: a small pool of identical actors that check signatures.
+//! Verification: a partner's webhook checked against its source's rule and, if genuine,
+//! turned into a [`NewMessage`] (id, routing fields, fan-out, feedback-loop suppression).
 //!
-//! Verification is pure CPU (about a microsecond of HMAC for 1 KiB), so the pool has one worker
-//! per core and keeps no state but the compiled source rules. A genuine webhook is turned into
-//! a [`NewMessage`] (id, routing fields, fan-out) and cast to the ingress with the caller's
-//! reply port: the caller's one round trip covers verification and the durable commit. A bad
-//! signature goes to the ingress too, which counts it towards blocking the client and then
-//! answers; so a client's next request already sees its block.
+//! A pure function of the shared [`Core`] and the request, called inline on the edge's task by
+//! [`crate::Herald::ingest`]: it is about a microsecond of HMAC for 1 KiB and keeps no state, so
+//! an actor pool in front of it only cost mailbox hops (two per request, with the ingress's;
+//! measured in the README's Performance section). Its failure cannot outlive the request.
 
-pub mod messages;
 pub mod probe;
 pub mod schemes;
-
-use std::sync::Arc;
 
 use herald_storage::{
     AuditEntry, Channel, DedupeKey, MessageId, MessageRecord, NewMessage, NewSuppression,
     Recipient, SuppressionRecord,
 };
-use ractor::{Actor, ActorProcessingErr, ActorRef};
 
-use crate::ingress::IngressMsg;
-use crate::slot::Slot;
-use crate::{Core, InboundWebhook, IngestError, unix_ms};
-pub use messages::VerifierMsg;
+use crate::{Core, InboundWebhook, unix_ms};
 use schemes::VerifyError;
 
-#[derive(Debug)]
-pub struct Verifier;
-
-#[derive(Debug)]
-pub struct VerifierArgs {
-    pub core: Arc<Core>,
-    pub ingress: Slot<IngressMsg>,
-}
-
-impl Actor for Verifier {
-    type Msg = VerifierMsg;
-    type State = VerifierArgs;
-    type Arguments = VerifierArgs;
-
-    async fn pre_start(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        args: VerifierArgs,
-    ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(args)
-    }
-
-    async fn handle(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        msg: Self::Msg,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        let VerifierMsg::Verify(webhook, reply) = msg;
-        let ingress = state.ingress.get();
-        let forwarded = match verify(&state.core, &webhook) {
-            Ok(message) => ingress.cast(IngressMsg::Accept(Box::new(message), reply)),
-            Err(VerifyError::InvalidSignature) => {
-                ingress.cast(IngressMsg::InvalidSignature(webhook.client, reply))
-            }
-            Err(e) => {
-                if e == VerifyError::StaleTimestamp {
-                    state
-                        .core
-                        .perf_event(crate::perf::monitor::PerfEvent::StaleTimestamp {
-                            source: webhook.source.clone(),
-                        });
-                }
-                let _ = reply.send(Err(IngestError::Rejected(e)));
-                Ok(())
-            }
-        };
-        if forwarded.is_err() {
-            // The ingress is restarting; the caller's reply port was dropped with the message,
-            // so it sees the request fail and answers 503. Nothing was stored.
-            tracing::warn!("ingress unavailable; webhook not accepted");
-        }
-        Ok(())
-    }
-}
-
 /// Checks the webhook against its source's rule and builds the message to store.
-fn verify(core: &Core, webhook: &InboundWebhook) -> Result<NewMessage, VerifyError> {
+pub(crate) fn verify(core: &Core, webhook: &InboundWebhook) -> Result<NewMessage, VerifyError> {
     let source = core
         .source(&webhook.source)
         .ok_or(VerifyError::InvalidSignature)?;
