@@ -140,6 +140,14 @@ step "the API's OpenAPI document is served without a token"
 out=$(curl -s "http://$API/openapi.json")
 [[ "$out" == *'"openapi": "3.1.0"'* ]] || fail "openapi.json: ${out:0:200}"
 
+step "every curl example of docs/api.md answers 2xx"
+while IFS= read -r example; do
+    example="${example//localhost:8081/$API}"
+    example="${example//127.0.0.1:9000/$RECEIVER}"
+    status=$(eval "$example -o answer.json -w '%{http_code}'") || fail "$example: curl failed"
+    [[ "$status" == 2* ]] || fail "$example: $status $(cat answer.json)"
+done < <(grep -E '^curl ' "$repo/docs/api.md")
+
 step "herald stops cleanly on SIGTERM"
 kill -TERM "$herald_pid"
 wait "$herald_pid" || fail "herald exited with $?"

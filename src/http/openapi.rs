@@ -1234,6 +1234,16 @@ mod tests {
         );
     }
 
+    /// `docs/api.md` names every route of the port, as `METHOD /template`.
+    #[test]
+    fn the_api_guide_names_every_route() {
+        let guide = include_str!("../../docs/api.md");
+        for route in Route::ALL.iter().filter(|r| r.ports().includes(Port::Api)) {
+            let name = format!("`{} {}`", route.method(), route.template());
+            assert!(guide.contains(&name), "docs/api.md does not mention {name}");
+        }
+    }
+
     #[test]
     fn every_api_route_is_an_operation_and_nothing_else_is() {
         let doc: Value = serde_json::from_str(&to_json()).unwrap();
