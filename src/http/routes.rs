@@ -313,61 +313,102 @@ impl Params {
 /// The route `method` and `path` (without the query) name on `port`.
 pub fn find(port: Port, method: &Method, path: &str) -> Found {
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
-    let mut best: Option<(usize, Route, Params)> = None;
+    let mut best: Option<(usize, &Template)> = None;
     let mut allowed = Vec::new();
-    for &route in Route::ALL {
-        if !route.ports().includes(port) {
+    for template in templates() {
+        if !template.route.ports().includes(port) {
             continue;
         }
-        let Some((literals, params)) = fit(route, &segments) else {
+        let Some(literals) = template.fit(&segments) else {
             continue;
         };
-        if route.method() != method {
-            allowed.push(route.method());
-        } else if best.as_ref().is_none_or(|(most, ..)| literals > *most) {
-            best = Some((literals, route, params));
+        if template.route.method() != method {
+            allowed.push(template.route.method());
+        } else if best.is_none_or(|(most, _)| literals > most) {
+            best = Some((literals, template));
         }
     }
     match best {
-        Some((_, route, params)) => Found::Route(route, params),
+        Some((_, template)) => Found::Route(template.route, template.params(&segments)),
         None if allowed.is_empty() => Found::NoRoute,
         None => Found::WrongMethod(allowed),
     }
 }
 
-/// Whether `segments` fit `route`'s template: how many literal segments matched, and the
-/// parameters. The console's `{path}` takes the rest of the path, `/`s and all (or nothing).
-fn fit(route: Route, segments: &[&str]) -> Option<(usize, Params)> {
-    let template: Vec<&str> = route
-        .template()
-        .trim_end_matches('/')
-        .split('/')
-        .skip(1)
-        .collect();
-    let rest = route == Route::ConsoleAsset;
-    let fixed = if rest {
-        template.len() - 1
-    } else {
-        template.len()
-    };
-    if segments.len() < fixed || (!rest && segments.len() != fixed) {
-        return None;
+/// A route's template split into segments, once.
+#[derive(Debug)]
+struct Template {
+    route: Route,
+    segments: Vec<&'static str>,
+    /// The last segment is a parameter that takes the rest of the path, `/`s and all, or
+    /// nothing: the console's `{path}`.
+    rest: bool,
+}
+
+fn templates() -> &'static [Template] {
+    static TEMPLATES: LazyLock<Vec<Template>> = LazyLock::new(|| {
+        Route::ALL
+            .iter()
+            .map(|&route| Template {
+                route,
+                segments: route
+                    .template()
+                    .trim_end_matches('/')
+                    .split('/')
+                    .skip(1)
+                    .collect(),
+                rest: route == Route::ConsoleAsset,
+            })
+            .collect()
+    });
+    &TEMPLATES
+}
+
+impl Template {
+    /// The segments matched one by one, before the rest.
+    fn fixed(&self) -> &[&'static str] {
+        let n = self.segments.len() - usize::from(self.rest);
+        &self.segments[..n]
     }
-    let mut params = Vec::new();
-    let mut literals = 0;
-    for (want, got) in template[..fixed].iter().zip(segments) {
-        match param_name(want) {
-            Some(_) if got.is_empty() => return None,
-            Some(name) => params.push((name, segment(got))),
-            None if want == got => literals += 1,
-            None => return None,
+
+    /// Whether `segments` fit: how many literal segments matched. A parameter takes one
+    /// non-empty segment.
+    fn fit(&self, segments: &[&str]) -> Option<usize> {
+        let fixed = self.fixed();
+        let fits_length = if self.rest {
+            segments.len() >= fixed.len()
+        } else {
+            segments.len() == fixed.len()
+        };
+        if !fits_length {
+            return None;
         }
+        let mut literals = 0;
+        for (want, got) in fixed.iter().zip(segments) {
+            match param_name(want) {
+                Some(_) if got.is_empty() => return None,
+                Some(_) => {}
+                None if want == got => literals += 1,
+                None => return None,
+            }
+        }
+        Some(literals)
     }
-    if rest {
-        let name = template.last().and_then(|t| param_name(t))?;
-        params.push((name, segment(&segments[fixed..].join("/"))));
+
+    /// The parameters of `segments`, which [`Template::fit`].
+    fn params(&self, segments: &[&str]) -> Params {
+        let fixed = self.fixed();
+        let mut params: Vec<(&'static str, String)> = fixed
+            .iter()
+            .zip(segments)
+            .filter_map(|(want, got)| Some((param_name(want)?, segment(got))))
+            .collect();
+        if let (true, Some(name)) = (self.rest, self.segments.last().and_then(|t| param_name(t))) {
+            let rest = segments.get(fixed.len()..).unwrap_or_default().join("/");
+            params.push((name, segment(&rest)));
+        }
+        Params(params)
     }
-    Some((literals, Params(params)))
 }
 
 /// `id` for a template segment `{id}`.
@@ -512,7 +553,8 @@ mod tests {
                     continue;
                 }
                 let segments: Vec<&str> = path.split('/').skip(1).collect();
-                if let (Some((a, _)), Some((b, _))) = (fit(r, &segments), fit(other, &segments)) {
+                let fit = |r: Route| templates()[r as usize].fit(&segments);
+                if let (Some(a), Some(b)) = (fit(r), fit(other)) {
                     assert_ne!(a, b, "{} and {} both fit {path}", r.label(), other.label());
                 }
             }
