@@ -97,7 +97,8 @@ fn main() -> ExitCode {
             // The config only supplies the secret to check against: a missing or broken file
             // leaves signatures unchecked rather than stopping the demo.
             let config = secret.is_none().then(|| config::load(&path).ok()).flatten();
-            receive::run(listen, secret.as_deref(), status, config.as_ref())
+            let receiving = receive::run(listen, secret.as_deref(), status, config.as_ref());
+            runtime(false).map_or(ExitCode::FAILURE, |rt| rt.block_on(receiving))
         }
     }
 }
@@ -114,15 +115,8 @@ fn serve(path: &Path) -> ExitCode {
         eprintln!("log.level: {e}");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("could not start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime(true) else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(herald::run(config, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
@@ -131,6 +125,20 @@ fn serve(path: &Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A tokio runtime (on all cores, or on this thread); `None`, said on stderr, if it cannot start.
+fn runtime(multi_thread: bool) -> Option<tokio::runtime::Runtime> {
+    let mut builder = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    builder
+        .enable_all()
+        .build()
+        .map_err(|e| eprintln!("could not start the runtime: {e}"))
+        .ok()
 }
 
 fn init_tracing(config: &Config) -> Result<(), String> {

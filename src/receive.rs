@@ -32,8 +32,8 @@ struct Receiver {
     status: StatusCode,
 }
 
-/// Runs until Ctrl-C. `secret` overrides the config's; `config` may be absent (no file).
-pub fn run(
+/// Serves until Ctrl-C. `secret` overrides the config's; `config` may be absent (no file).
+pub async fn run(
     listen: SocketAddr,
     secret: Option<&str>,
     status: u16,
@@ -53,18 +53,7 @@ pub fn run(
         },
         None => config.map(|c| keys_for(c, listen)).unwrap_or_default(),
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("could not start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let receiver = Arc::new(Receiver { keys, status });
-    runtime.block_on(serve(listen, receiver))
+    serve(listen, Arc::new(Receiver { keys, status })).await
 }
 
 /// The secrets of the config's destinations whose URL is on `listen`.
