@@ -1234,6 +1234,60 @@ mod tests {
         );
     }
 
+    /// What every operation must say: its scope (security and description) and 401/403 when
+    /// it takes a token, 404 when it has path parameters, 400/413 when it takes a body or a
+    /// query; and every error answer has the error body.
+    #[test]
+    fn every_operation_documents_its_errors_and_scope() {
+        let doc: Value = serde_json::from_str(&to_json()).unwrap();
+        let error = serde_json::json!({"$ref": "#/components/schemas/Error"});
+        for &route in Route::ALL.iter().filter(|r| r.ports().includes(Port::Api)) {
+            let op = &doc["paths"][route.template()][route.method().as_str().to_lowercase()];
+            let responses = op["responses"].as_object().unwrap();
+            let has = |status: &str| responses.contains_key(status);
+            let label = route.label();
+            match route.access() {
+                Access::Token(scope) => {
+                    assert_eq!(
+                        op["security"],
+                        serde_json::json!([{BEARER: [scope.as_str()]}])
+                    );
+                    let description = op["description"].as_str().unwrap();
+                    assert!(
+                        description.contains(&format!("Scope: `{scope}`")),
+                        "{label}"
+                    );
+                    assert!(has("401") && has("403"), "{label}");
+                }
+                Access::Public => assert!(op.get("security").is_none(), "{label}"),
+            }
+            if param_names(route.template()).next().is_some() {
+                assert!(has("404"), "{label}");
+            }
+            if op.get("requestBody").is_some() {
+                assert!(has("400") && has("413"), "{label}");
+            }
+            if op
+                .get("parameters")
+                .is_some_and(|p| p.as_array().unwrap().iter().any(|p| p["in"] == "query"))
+            {
+                assert!(has("400"), "{label}");
+            }
+            let mut successes = 0;
+            for (status, response) in responses {
+                if status.starts_with('4') || status.starts_with('5') {
+                    assert_eq!(
+                        response["content"]["application/json"]["schema"], error,
+                        "{label} {status}"
+                    );
+                } else {
+                    successes += 1;
+                }
+            }
+            assert!(successes >= 1, "{label} documents no success");
+        }
+    }
+
     /// `docs/api.md` names every route of the port, as `METHOD /template`.
     #[test]
     fn the_api_guide_names_every_route() {
