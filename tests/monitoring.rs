@@ -368,11 +368,8 @@ async fn storage_reports_and_maintenance() {
     assert_eq!(messages["entries"], 3);
     assert!(report["stats"]["file_bytes"].as_u64().unwrap() > 0);
     assert!(
-        report["indexes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|i| i["missing"] == 0 && i["extra"] == 0)
+        report["last_maintenance"].is_null(),
+        "no maintenance has run yet, and reading the report runs none: {report}"
     );
 
     let resp = server
@@ -391,6 +388,16 @@ async fn storage_reports_and_maintenance() {
     assert!(
         done["compaction_note"].is_string(),
         "says why it did not compact online"
+    );
+    // From then on the report shows that run's findings.
+    let (_, report) = server.api_get("/v1/storage", common::ADMIN_TOKEN).await;
+    assert_eq!(report["last_maintenance"], done, "{report}");
+    assert!(
+        report["indexes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["missing"] == 0 && i["extra"] == 0)
     );
     server.stop().await;
 }

@@ -24,6 +24,7 @@
 //! The reply port travels with the request and is answered by whoever finishes it, so the
 //! edge makes one round trip and no actor ever awaits a commit.
 
+pub mod admin;
 pub mod cache;
 pub mod dispatcher;
 pub mod dlq;
@@ -34,6 +35,7 @@ pub mod routing;
 pub mod slot;
 pub mod supervisor;
 pub mod suppression;
+pub mod time;
 pub mod verifier;
 
 use std::collections::HashMap;
@@ -47,7 +49,9 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use herald_storage::{DedupeKey, MessageId, MessageRecord, NewMessage, StorageError, Store};
+use herald_storage::{
+    DedupeKey, MessageId, MessageRecord, NewMessage, Recipient, StorageError, Store,
+};
 use ingress::IngressMsg;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef};
@@ -138,6 +142,8 @@ pub struct Core {
     perf: PerfSink,
     /// The cache coordinator, once started.
     cache: OnceLock<Slot<cache::CacheMsg>>,
+    /// The last storage maintenance report (periodic or asked for), for `GET /v1/storage`.
+    last_maintenance: arc_swap::ArcSwapOption<herald_storage::MaintenanceReport>,
 }
 
 /// Where events for the perf monitor go; set by the supervisor when it starts the monitor.
@@ -173,24 +179,26 @@ impl Core {
     /// A recipient's preferences, through the cache (key [`cache_keys::preferences`]).
     pub async fn cached_preferences(
         &self,
-        recipient: &str,
+        recipient: &Recipient,
     ) -> Result<Arc<Option<herald_storage::Preferences>>, cache::CacheError> {
-        let (store, who) = (self.store.clone(), recipient.to_owned());
-        self.cached(cache_keys::preferences(recipient), move || async move {
-            store.preferences(who).await
-        })
+        let (store, who) = (self.store.clone(), recipient.clone());
+        self.cached(
+            cache_keys::preferences(recipient.as_str()),
+            move || async move { store.preferences(who).await },
+        )
         .await
     }
 
     /// A recipient's suppressions by channel, through the cache (key [`cache_keys::suppressions`]).
     pub async fn cached_suppressions(
         &self,
-        recipient: &str,
+        recipient: &Recipient,
     ) -> Result<Arc<Vec<(String, herald_storage::SuppressionRecord)>>, cache::CacheError> {
-        let (store, who) = (self.store.clone(), recipient.to_owned());
-        self.cached(cache_keys::suppressions(recipient), move || async move {
-            store.suppressions_of(who).await
-        })
+        let (store, who) = (self.store.clone(), recipient.clone());
+        self.cached(
+            cache_keys::suppressions(recipient.as_str()),
+            move || async move { store.suppressions_of(who).await },
+        )
         .await
     }
 
@@ -217,6 +225,20 @@ impl Core {
             load().await.map_err(|e| e.to_string())
         })
         .await
+    }
+
+    /// Verifies every secondary index and rebuilds the broken ones; the report is kept as the
+    /// last one ([`Self::last_maintenance`]).
+    pub async fn maintenance(&self) -> Result<herald_storage::MaintenanceReport, StorageError> {
+        let report = self.store.maintenance(true).await?;
+        self.last_maintenance.store(Some(Arc::new(report.clone())));
+        Ok(report)
+    }
+
+    /// The report of the last maintenance run since this herald started, if any: what
+    /// `GET /v1/storage` shows, so that reading it never scans the database.
+    pub fn last_maintenance(&self) -> Option<Arc<herald_storage::MaintenanceReport>> {
+        self.last_maintenance.load_full()
     }
 
     /// Replaces the routing table; the dispatcher, which owns destinations, calls this.
@@ -269,7 +291,7 @@ pub struct Publish {
     pub event_type: String,
     /// The payload, serialised: these exact bytes are delivered.
     pub body: Bytes,
-    pub recipient: Option<String>,
+    pub recipient: Option<Recipient>,
     pub channel: Option<String>,
     pub category: Option<String>,
     pub idempotency_key: Option<String>,
@@ -312,6 +334,7 @@ pub struct StartError(String);
 pub struct Herald {
     core: Arc<Core>,
     children: Children,
+    admin: admin::Admin,
     next_verifier: AtomicUsize,
     supervisor: ActorRef<SupervisorMsg>,
     /// Turns true once the supervisor has stopped, for whatever reason.
@@ -352,6 +375,7 @@ impl Herald {
             metrics,
             perf,
             cache: OnceLock::new(),
+            last_maintenance: arc_swap::ArcSwapOption::empty(),
         });
         let (ready, children) = tokio::sync::oneshot::channel();
         let (supervisor, handle) = Actor::spawn(None, Supervisor, (Arc::clone(&core), ready))
@@ -366,6 +390,7 @@ impl Herald {
             let _ = done.send(true);
         });
         Ok(Self {
+            admin: admin::Admin::new(Arc::clone(&core), children.clone()),
             core,
             children,
             next_verifier: AtomicUsize::new(0),
@@ -376,6 +401,11 @@ impl Herald {
 
     pub fn core(&self) -> &Core {
         &self.core
+    }
+
+    /// Every admin operation (destinations, DLQ, suppressions, preferences, subjects, resend).
+    pub fn admin(&self) -> &admin::Admin {
+        &self.admin
     }
 
     pub fn store(&self) -> &Store {
@@ -455,42 +485,6 @@ impl Herald {
             .await
         {
             Ok(CallResult::Success(result)) => result,
-            Ok(CallResult::Timeout | CallResult::SenderError) | Err(_) => {
-                Err(IngestError::Unavailable)
-            }
-        }
-    }
-
-    /// Re-queues dead deliveries with fresh attempts; how many were dead.
-    pub async fn dlq_retry(
-        &self,
-        keys: Vec<herald_storage::DeliveryKey>,
-    ) -> Result<usize, IngestError> {
-        self.dlq_call(|reply| dlq::DlqMsg::Retry(keys, reply)).await
-    }
-
-    /// Re-queues every dead delivery matching `filter`; answers the count at once.
-    pub async fn dlq_bulk_retry(
-        &self,
-        filter: herald_storage::DeadFilter,
-    ) -> Result<usize, IngestError> {
-        self.dlq_call(|reply| dlq::DlqMsg::BulkRetry(filter, reply))
-            .await
-    }
-
-    /// Removes an entry from the DLQ; whether it was there.
-    pub async fn dlq_discard(&self, key: herald_storage::DeliveryKey) -> Result<bool, IngestError> {
-        self.dlq_call(|reply| dlq::DlqMsg::Discard(key, reply))
-            .await
-    }
-
-    async fn dlq_call<T: Send + 'static>(
-        &self,
-        message: impl FnOnce(ractor::RpcReplyPort<Result<T, StorageError>>) -> dlq::DlqMsg,
-    ) -> Result<T, IngestError> {
-        let timeout = self.core.settings.request_timeout;
-        match self.children.dlq.get().call(message, Some(timeout)).await {
-            Ok(CallResult::Success(result)) => result.map_err(IngestError::Storage),
             Ok(CallResult::Timeout | CallResult::SenderError) | Err(_) => {
                 Err(IngestError::Unavailable)
             }

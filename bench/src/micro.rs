@@ -203,6 +203,11 @@ fn mix(mut z: u64) -> u64 {
 
 /// Recipient number `i`: `0..n` are stored, `n..2n` are not. Hashed, so bulks land all over
 /// the key space as real ones would, not in key order.
+/// A recipient as storage keys it.
+fn canonical(who: &str) -> Result<herald_storage::Recipient> {
+    herald_storage::Recipient::parse(who).map_err(|e| anyhow::anyhow!("recipient {who}: {e}"))
+}
+
 fn recipient(i: u64) -> String {
     format!("u{:016x}@example.com", mix(i))
 }
@@ -337,18 +342,20 @@ async fn fill(store: &Store, n: u64, path: &std::path::Path) -> Result<LoadStats
     while next < n {
         let end = (next + BULK).min(n);
         let items: Vec<NewSuppression> = (next..end)
-            .map(|i| NewSuppression {
-                recipient: recipient(i),
-                channel: CHANNEL.into(),
-                record: SuppressionRecord {
-                    reason: "bounce".into(),
-                    expires_at_ms: None,
-                    note: None,
-                    created_by: "bench".into(),
-                    created_at_ms: now,
-                },
+            .map(|i| {
+                Ok(NewSuppression {
+                    recipient: canonical(&recipient(i))?,
+                    channel: CHANNEL.into(),
+                    record: SuppressionRecord {
+                        reason: "bounce".into(),
+                        expires_at_ms: None,
+                        note: None,
+                        created_by: "bench".into(),
+                        created_at_ms: now,
+                    },
+                })
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let audit = vec![AuditEntry {
             at_ms: now,
             actor: "bench".into(),
@@ -412,8 +419,8 @@ async fn fill(store: &Store, n: u64, path: &std::path::Path) -> Result<LoadStats
 
 /// The check on a cache miss: both reads from redb, then the rule.
 async fn check_uncached(store: &Store, who: &str, now: u64) -> Result<Option<String>> {
-    let suppressions = store.suppressions_of(who.to_owned()).await?;
-    let preferences = store.preferences(who.to_owned()).await?;
+    let suppressions = store.suppressions_of(canonical(who)?).await?;
+    let preferences = store.preferences(canonical(who)?).await?;
     Ok(rules::verdict(
         &suppressions,
         preferences.as_ref(),
@@ -431,7 +438,7 @@ async fn check_cached(
     now: u64,
 ) -> Result<Option<String>> {
     let s = store.clone();
-    let r = who.to_owned();
+    let r = canonical(who)?;
     let suppressions: Arc<Vec<(String, SuppressionRecord)>> = cache::get_or_load(
         cache,
         cache_keys::suppressions(who),
@@ -440,7 +447,7 @@ async fn check_cached(
     )
     .await?;
     let s = store.clone();
-    let r = who.to_owned();
+    let r = canonical(who)?;
     let preferences: Arc<Option<Preferences>> = cache::get_or_load(
         cache,
         cache_keys::preferences(who),

@@ -18,7 +18,9 @@ use super::auth::Caller;
 use super::query::Query;
 use super::response::{ApiError, Resp, empty, json};
 use super::routes::{Access, Params, Route};
-use super::{destinations, dlq, messages, monitoring, openapi, subjects};
+use super::{
+    audit, destinations, dlq, messages, monitoring, openapi, preferences, subjects, suppressions,
+};
 
 pub async fn route(
     app: Arc<App>,
@@ -111,7 +113,9 @@ async fn dispatch(route: Route, call: Call<'_>) -> Result<Resp, ApiError> {
         Route::ListMessages => messages::list(app, &query).await,
         Route::PublishMessage => messages::publish(app, &headers, body).await,
         Route::GetMessage => messages::get(app, p.get("id")).await,
-        Route::ResendMessage => resend_message(p.get("id")),
+        Route::ResendMessage => {
+            messages::resend(app, caller()?, p.get("id"), &headers, body).await
+        }
 
         Route::ListDestinations => destinations::list(app).await,
         Route::CreateDestination => destinations::create(app, caller()?, &headers, body).await,
@@ -130,32 +134,30 @@ async fn dispatch(route: Route, call: Call<'_>) -> Result<Resp, ApiError> {
         Route::DiscardDeadLetter => dlq::discard(app, caller()?, p.get("id")).await,
         Route::RetryDeadLetter => dlq::retry(app, caller()?, p.get("id")).await,
 
-        Route::ListSuppressions => subjects::list_suppressions(app, &query).await,
-        Route::CreateSuppression => {
-            subjects::create_suppression(app, caller()?, &headers, body).await
-        }
-        Route::BulkSuppress => subjects::bulk_suppress(app, caller()?, &headers, body).await,
+        Route::ListSuppressions => suppressions::list(app, &query).await,
+        Route::CreateSuppression => suppressions::create(app, caller()?, &headers, body).await,
+        Route::BulkSuppress => suppressions::bulk(app, caller()?, &headers, body).await,
         Route::DeleteSuppression => {
             let (recipient, channel) = (p.get("recipient"), p.get("channel"));
-            subjects::delete_suppression(app, caller()?, recipient, channel).await
+            suppressions::delete(app, caller()?, recipient, channel).await
         }
-        Route::GetPreferences => subjects::get_preferences(app, p.get("recipient")).await,
+        Route::GetPreferences => preferences::get(app, p.get("recipient")).await,
         Route::PutPreferences => {
-            subjects::put_preferences(app, caller()?, p.get("recipient"), &headers, body).await
+            preferences::put(app, caller()?, p.get("recipient"), &headers, body).await
         }
         Route::ResetPreferences => {
-            subjects::reset_preferences(app, caller()?, p.get("recipient")).await
+            preferences::reset(app, caller()?, p.get("recipient")).await
         }
         Route::OptOut => {
-            subjects::opt(app, caller()?, p.get("recipient"), false, &headers, body).await
+            preferences::opt(app, caller()?, p.get("recipient"), false, &headers, body).await
         }
         Route::OptIn => {
-            subjects::opt(app, caller()?, p.get("recipient"), true, &headers, body).await
+            preferences::opt(app, caller()?, p.get("recipient"), true, &headers, body).await
         }
 
         Route::ExportSubject => subjects::export(app, p.get("recipient")).await,
         Route::EraseSubject => subjects::erase(app, caller()?, p.get("recipient")).await,
-        Route::ListAudit => subjects::list_audit(app, &query).await,
+        Route::ListAudit => audit::list(app, &query).await,
 
         Route::CacheStats => monitoring::cache_stats(app).await,
         Route::InvalidateCache => monitoring::cache_invalidate(app, &headers, body).await,
@@ -196,17 +198,11 @@ fn redirect(status: StatusCode, to: &'static str) -> Resp {
     resp
 }
 
-// ---- Handlers being written on other branches; wired here, and only here, at merge ---------
+// ---- The console, written on another branch; wired here, and only here, at merge -----------
 
 /// The console's page and files (`path` is relative to `/console/`, empty for the page). The
 /// console lives in `src/http/console.rs` on its own branch; at merge this becomes
 /// `super::console::asset(path).ok_or_else(|| ApiError::not_found(...))`.
 fn console_asset(path: &str) -> Result<Resp, ApiError> {
     Err(ApiError::not_found(format_args!("console file `{path}`")))
-}
-
-/// `POST /v1/messages/{id}/resend`: its handler comes with the messages refactor; at merge this
-/// becomes `messages::resend(app, caller()?, id, &headers, body)`.
-fn resend_message(id: &str) -> Result<Resp, ApiError> {
-    Err(ApiError::not_found(format_args!("message {id}")))
 }

@@ -1,98 +1,29 @@
-//! `/v1/destinations`: create, read, update, delete, list, rotate the signing secret.
-//!
-//! Writes go to storage first, then the dispatcher is told to reload the destination, so what
-//! the API answered is what the dispatcher uses next. Config-defined destinations can be
-//! changed here too, but the config file is re-applied at the next start.
+//! `/v1/destinations`: parse, call [`herald_actors::admin`], render. The rules live there.
 
-use std::time::SystemTime;
-
-use herald_actors::dispatcher::breaker::BreakerPolicy;
+use herald_actors::admin::destinations::{DestinationPatch, NewDestination, Rotation};
 use herald_actors::dispatcher::circuit_from_record;
-use herald_actors::dispatcher::ssrf::{self, Refusal};
 use herald_actors::unix_ms;
-use herald_actors::verifier::schemes::{decode_whsec, encode_whsec};
-use herald_storage::{CircuitRecord, DestinationRecord};
+use herald_storage::DestinationRecord;
 use http::{HeaderMap, StatusCode};
 use hyper::body::Incoming;
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::App;
 use super::auth::Caller;
 use super::json_body;
 use super::response::{ApiError, Resp, empty, json, rfc3339};
-use crate::config::Channel;
-
-/// How long a rotated-out secret keeps signing, unless the request says otherwise.
-const DEFAULT_GRACE_SECS: u64 = 86_400;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Create {
-    name: String,
-    url: String,
-    #[serde(default)]
-    sources: Option<Vec<String>>,
-    #[serde(default)]
-    event_types: Option<Vec<String>>,
-    #[serde(default)]
-    channel: Option<String>,
-    #[serde(default)]
-    secret: Option<String>,
-    #[serde(default)]
-    rate_limit_per_sec: Option<u32>,
-    #[serde(default)]
-    enabled: Option<bool>,
-}
-
-/// A partial update: absent fields are left alone; `rate_limit_per_sec: null` removes the limit.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Patch {
-    #[serde(default)]
-    url: Option<String>,
-    #[serde(default)]
-    sources: Option<Vec<String>>,
-    #[serde(default)]
-    event_types: Option<Vec<String>>,
-    #[serde(default)]
-    channel: Option<String>,
-    // Absent, `null` and a value mean three things here (JSON merge patch), hence two Options.
-    #[allow(clippy::option_option)]
-    #[serde(default, deserialize_with = "double_option")]
-    rate_limit_per_sec: Option<Option<u32>>,
-    #[serde(default)]
-    enabled: Option<bool>,
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Rotate {
-    #[serde(default)]
-    grace_secs: Option<u64>,
-}
-
-/// Tells `null` (Some(None)) from an absent field (None).
-#[allow(clippy::option_option)]
-fn double_option<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(d).map(Some)
-}
 
 pub async fn list(app: &App) -> Result<Resp, ApiError> {
-    let all = app.herald.store().destinations().await?;
+    let all = app.herald.admin().destinations().await?;
     let items: Vec<Value> = all.iter().map(|(name, r)| render(app, name, r)).collect();
     Ok(json(StatusCode::OK, &json!({"items": items, "next": null})))
 }
 
 pub async fn get(app: &App, name: &str) -> Result<Resp, ApiError> {
-    let record = find(app, name).await?;
+    let admin = app.herald.admin();
+    let record = admin.destination(name).await?;
     let mut view = render(app, name, &record);
-    let queued = app.herald.store().queued(name.to_owned()).await?;
-    view["queued"] = queued.into();
+    view["queued"] = admin.queued(name).await?.into();
     Ok(json(StatusCode::OK, &view))
 }
 
@@ -102,57 +33,16 @@ pub async fn create(
     headers: &HeaderMap,
     body: Incoming,
 ) -> Result<Resp, ApiError> {
-    let req: Create = json_body::read(app, headers, body).await?;
-    check_name(&req.name)?;
-    let url = check_url(app, &req.url)?;
-    let secret = match req.secret {
-        Some(secret) => {
-            decode_whsec(&secret).map_err(|e| ApiError::invalid("secret", e))?;
-            secret
-        }
-        None => encode_whsec(&rand_key()),
-    };
-    let now = now_ms();
-    let record = DestinationRecord {
-        url,
-        sources: check_sources(app, req.sources.unwrap_or_else(|| vec!["*".into()]))?,
-        event_types: check_event_types(req.event_types.unwrap_or_default())?,
-        channel: check_channel(req.channel.as_deref().unwrap_or("webhook"))?,
-        secret: secret.clone(),
-        previous_secret: None,
-        rate_limit_per_sec: check_rate(req.rate_limit_per_sec)?,
-        enabled: req.enabled.unwrap_or(true),
-        disabled_reason: None,
-        created_at_ms: now,
-        updated_at_ms: now,
-        from_config: false,
-        circuit: CircuitRecord::default(),
-    };
+    let req: NewDestination = json_body::read(app, headers, body).await?;
+    let name = req.name.clone();
     let created = app
         .herald
-        .store()
-        .create_destination(req.name.clone(), record.clone())
+        .admin()
+        .create_destination(&caller.name, req)
         .await?;
-    if !created {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "conflict",
-            format!("a destination named `{}` exists", req.name),
-        ));
-    }
-    changed(app, &req.name);
-    let mut view = render(app, &req.name, &record);
-    super::subjects::audit(
-        app,
-        caller,
-        "destination.create",
-        &req.name,
-        None,
-        Some(view.clone()),
-    )
-    .await;
+    let mut view = render(app, &name, &created.record);
     // The secret is shown once, on creation (and on rotation), never by GET.
-    view["secret"] = secret.into();
+    view["secret"] = created.secret.into();
     Ok(json(StatusCode::CREATED, &view))
 }
 
@@ -163,69 +53,20 @@ pub async fn patch(
     headers: &HeaderMap,
     body: Incoming,
 ) -> Result<Resp, ApiError> {
-    let req: Patch = json_body::read(app, headers, body).await?;
-    let url = req.url.as_deref().map(|u| check_url(app, u)).transpose()?;
-    let sources = req.sources.map(|s| check_sources(app, s)).transpose()?;
-    let event_types = req.event_types.map(check_event_types).transpose()?;
-    let channel = req.channel.as_deref().map(check_channel).transpose()?;
-    let rate = req.rate_limit_per_sec.map(check_rate).transpose()?;
-    let enabled = req.enabled;
-    let now = now_ms();
+    let req: DestinationPatch = json_body::read(app, headers, body).await?;
     let updated = app
         .herald
-        .store()
-        .update_destination(name.to_owned(), move |r| {
-            if let Some(url) = &url {
-                r.url.clone_from(url);
-            }
-            if let Some(sources) = &sources {
-                r.sources.clone_from(sources);
-            }
-            if let Some(types) = &event_types {
-                r.event_types.clone_from(types);
-            }
-            if let Some(channel) = &channel {
-                r.channel.clone_from(channel);
-            }
-            if let Some(rate) = rate {
-                r.rate_limit_per_sec = rate;
-            }
-            if let Some(enabled) = enabled {
-                r.enabled = enabled;
-                if enabled {
-                    r.disabled_reason = None;
-                }
-            }
-            r.updated_at_ms = now;
-        })
-        .await?
-        .ok_or_else(|| ApiError::not_found(format_args!("destination {name}")))?;
-    changed(app, name);
-    let view = render(app, name, &updated);
-    super::subjects::audit(
-        app,
-        caller,
-        "destination.update",
-        name,
-        None,
-        Some(view.clone()),
-    )
-    .await;
-    Ok(json(StatusCode::OK, &view))
+        .admin()
+        .patch_destination(&caller.name, name, req)
+        .await?;
+    Ok(json(StatusCode::OK, &render(app, name, &updated)))
 }
 
 pub async fn delete(app: &App, caller: &Caller, name: &str) -> Result<Resp, ApiError> {
-    let before = find(app, name).await.ok().map(|r| render(app, name, &r));
-    let deleted = app
-        .herald
-        .store()
-        .delete_destination(name.to_owned(), now_ms())
+    app.herald
+        .admin()
+        .delete_destination(&caller.name, name)
         .await?;
-    if !deleted {
-        return Err(ApiError::not_found(format_args!("destination {name}")));
-    }
-    changed(app, name);
-    super::subjects::audit(app, caller, "destination.delete", name, before, None).await;
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
@@ -236,74 +77,24 @@ pub async fn rotate(
     headers: &HeaderMap,
     body: Incoming,
 ) -> Result<Resp, ApiError> {
-    let req: Rotate = json_body::read_or_default(app, headers, body).await?;
-    let grace_ms = req
-        .grace_secs
-        .unwrap_or(DEFAULT_GRACE_SECS)
-        .saturating_mul(1000);
-    let secret = encode_whsec(&rand_key());
-    let now = now_ms();
-    let new_secret = secret.clone();
-    let updated = app
+    let req: Rotation = json_body::read_or_default(app, headers, body).await?;
+    let rotated = app
         .herald
-        .store()
-        .update_destination(name.to_owned(), move |r| {
-            let old = std::mem::replace(&mut r.secret, new_secret.clone());
-            r.previous_secret = Some((old, now.saturating_add(grace_ms)));
-            r.updated_at_ms = now;
-        })
-        .await?
-        .ok_or_else(|| ApiError::not_found(format_args!("destination {name}")))?;
-    changed(app, name);
-    // Never a secret in the audit trail: only that it happened, and the grace period.
-    let grace = json!({"rotated": true, "grace_secs": grace_ms / 1000});
-    super::subjects::audit(
-        app,
-        caller,
-        "destination.rotate_secret",
-        name,
-        None,
-        Some(grace),
-    )
-    .await;
-    let previous_until = updated
-        .previous_secret
-        .as_ref()
-        .map(|(_, until)| rfc3339(*until));
+        .admin()
+        .rotate_secret(&caller.name, name, req)
+        .await?;
     Ok(json(
         StatusCode::OK,
-        &json!({"secret": secret, "previous_secret_valid_until": previous_until}),
+        &json!({
+            "secret": rotated.secret,
+            "previous_secret_valid_until": rotated.previous_valid_until_ms.map(rfc3339),
+        }),
     ))
 }
 
-/// A destination, through the cache (invalidated by every change to it).
-async fn find(app: &App, name: &str) -> Result<DestinationRecord, ApiError> {
-    let found = app
-        .herald
-        .core()
-        .cached_destination(name)
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "destination lookup");
-            ApiError::unavailable()
-        })?;
-    found
-        .as_ref()
-        .clone()
-        .ok_or_else(|| ApiError::not_found(format_args!("destination {name}")))
-}
-
-/// Drops the cached copy after a change (before the change is answered).
-fn changed(app: &App, name: &str) {
-    app.herald
-        .core()
-        .invalidate(&herald_actors::cache_keys::destination(name));
-    app.herald.destination_changed(name);
-}
-
 fn render(app: &App, name: &str, r: &DestinationRecord) -> Value {
-    let policy: BreakerPolicy = app.herald.core().settings.delivery.breaker;
-    let circuit = circuit_from_record(&r.circuit, &policy, now_ms());
+    let policy = app.herald.core().settings.delivery.breaker;
+    let circuit = circuit_from_record(&r.circuit, &policy, unix_ms(std::time::SystemTime::now()));
     json!({
         "name": name,
         "url": r.url,
@@ -322,88 +113,4 @@ fn render(app: &App, name: &str, r: &DestinationRecord) -> Value {
             "opened_at": circuit.opened_at_ms().map(rfc3339),
         },
     })
-}
-
-fn check_name(name: &str) -> Result<(), ApiError> {
-    let ok = (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(
-            "name",
-            "expected 1 to 64 of a-z, 0-9, _ and -",
-        ))
-    }
-}
-
-fn check_url(app: &App, url: &str) -> Result<String, ApiError> {
-    let allow_private = app.herald.core().settings.delivery.allow_private;
-    match ssrf::check_url(url, allow_private) {
-        Ok(_) => Ok(url.to_owned()),
-        Err(refusal) => Err(refused(&refusal)),
-    }
-}
-
-fn refused(refusal: &Refusal) -> ApiError {
-    ApiError::new(
-        StatusCode::BAD_REQUEST,
-        Refusal::CODE,
-        format!("url: {refusal}"),
-    )
-}
-
-fn check_sources(app: &App, sources: Vec<String>) -> Result<Vec<String>, ApiError> {
-    if sources.is_empty() {
-        return Err(ApiError::invalid(
-            "sources",
-            "must name at least one source, or \"*\"",
-        ));
-    }
-    for (i, source) in sources.iter().enumerate() {
-        if source != "*" && app.herald.source(source).is_none() {
-            return Err(ApiError::invalid(
-                &format!("sources[{i}]"),
-                format_args!("no source named `{source}`"),
-            ));
-        }
-    }
-    Ok(sources)
-}
-
-fn check_event_types(types: Vec<String>) -> Result<Vec<String>, ApiError> {
-    match types.iter().position(String::is_empty) {
-        Some(i) => Err(ApiError::invalid(
-            &format!("event_types[{i}]"),
-            "must not be empty",
-        )),
-        None => Ok(types),
-    }
-}
-
-fn check_channel(channel: &str) -> Result<String, ApiError> {
-    channel
-        .parse::<Channel>()
-        .map(|c| c.as_str().to_owned())
-        .map_err(|e| ApiError::invalid("channel", e))
-}
-
-fn check_rate(rate: Option<u32>) -> Result<Option<u32>, ApiError> {
-    match rate {
-        Some(0) => Err(ApiError::invalid(
-            "rate_limit_per_sec",
-            "must be at least 1",
-        )),
-        other => Ok(other),
-    }
-}
-
-fn rand_key() -> [u8; 24] {
-    rand::random()
-}
-
-fn now_ms() -> u64 {
-    unix_ms(SystemTime::now())
 }

@@ -1,13 +1,13 @@
-//! `/v1/dlq`: dead deliveries. List, inspect, retry one, retry in bulk, discard.
+//! `/v1/dlq`: dead deliveries. Reads here; retry, bulk retry and discard are
+//! [`herald_actors::admin`] operations.
 //!
 //! A DLQ entry's id is `{message id}.{destination}`. Retrying re-queues the delivery with a
 //! fresh round of `max_attempts`; its earlier attempts stay in its history.
 
-use herald_actors::unix_ms;
+use herald_actors::admin::dlq::BulkRetry;
 use herald_storage::{DeadCursor, DeadFilter, DeadLetter, DeliveryKey};
 use http::{HeaderMap, StatusCode};
 use hyper::body::Incoming;
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::App;
@@ -16,16 +16,6 @@ use super::json_body;
 use super::messages::render_attempts;
 use super::query::{Pagination, Query};
 use super::response::{ApiError, Resp, empty, json, rfc3339};
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct BulkRetry {
-    #[serde(default)]
-    destination: Option<String>,
-    /// RFC 3339: only deliveries that died at or after this time.
-    #[serde(default)]
-    since: Option<String>,
-}
 
 pub async fn list(app: &App, query: &Query) -> Result<Resp, ApiError> {
     let page = Pagination::from_query(query)?;
@@ -59,12 +49,10 @@ pub async fn get(app: &App, id: &str) -> Result<Resp, ApiError> {
 }
 
 pub async fn retry(app: &App, caller: &Caller, id: &str) -> Result<Resp, ApiError> {
-    let key = parse_id(id)?;
-    let requeued = app.herald.dlq_retry(vec![key]).await?;
-    if requeued == 0 {
-        return Err(ApiError::not_found(format_args!("dead delivery {id}")));
-    }
-    super::subjects::audit(app, caller, "dlq.retry", id, None, None).await;
+    app.herald
+        .admin()
+        .retry_dead(&caller.name, parse_id(id)?)
+        .await?;
     Ok(json(
         StatusCode::OK,
         &json!({"id": id, "status": "pending", "requeued": 1}),
@@ -78,39 +66,20 @@ pub async fn bulk_retry(
     body: Incoming,
 ) -> Result<Resp, ApiError> {
     let req: BulkRetry = json_body::read_or_default(app, headers, body).await?;
-    let asked = json!({"destination": req.destination, "since": req.since});
-    let filter = DeadFilter {
-        since_ms: req
-            .since
-            .as_deref()
-            .map(|s| parse_time("since", s))
-            .transpose()?,
-        destination: req.destination,
-    };
-    // The keeper answers with the count at once and re-queues large sets in the background.
-    let count = app.herald.dlq_bulk_retry(filter).await?;
-    app.herald
-        .core()
-        .perf_event(herald_actors::perf::monitor::PerfEvent::BulkOperation {
-            what: "dlq.bulk_retry".into(),
-            count,
-        });
-    let mut after = asked;
-    after["requeued"] = count.into();
-    // Bulk operations are audited as one entry with the count.
-    super::subjects::audit(app, caller, "dlq.bulk_retry", "*", None, Some(after)).await;
+    let count = app
+        .herald
+        .admin()
+        .retry_dead_in_bulk(&caller.name, req)
+        .await?;
     Ok(json(StatusCode::OK, &json!({"requeued": count})))
 }
 
 pub async fn discard(app: &App, caller: &Caller, id: &str) -> Result<Resp, ApiError> {
-    let key = parse_id(id)?;
-    let discarded = app.herald.dlq_discard(key).await?;
-    if discarded {
-        super::subjects::audit(app, caller, "dlq.discard", id, None, None).await;
-        Ok(empty(StatusCode::NO_CONTENT))
-    } else {
-        Err(ApiError::not_found(format_args!("dead delivery {id}")))
-    }
+    app.herald
+        .admin()
+        .discard_dead(&caller.name, parse_id(id)?)
+        .await?;
+    Ok(empty(StatusCode::NO_CONTENT))
 }
 
 fn render(letter: &DeadLetter) -> Value {
@@ -139,8 +108,7 @@ fn parse_cursor(raw: &str) -> Result<DeadCursor, ApiError> {
     Ok((at.parse().map_err(|_| bad())?, key.message, key.destination))
 }
 
+/// An RFC 3339 time (any offset) in a query parameter, as UTC milliseconds.
 pub fn parse_time(field: &str, raw: &str) -> Result<u64, ApiError> {
-    humantime::parse_rfc3339_weak(raw)
-        .map(unix_ms)
-        .map_err(|e| ApiError::invalid(field, format_args!("expected an RFC 3339 time: {e}")))
+    herald_actors::time::parse_rfc3339(raw).map_err(|e| ApiError::invalid(field, e))
 }

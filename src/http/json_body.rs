@@ -59,16 +59,18 @@ pub fn parse_request_bodies(bytes: &[u8]) {
             drop(e.into_response());
         }
     }
-    one::<super::destinations::Create>(bytes);
-    one::<super::destinations::Patch>(bytes);
-    one::<super::destinations::Rotate>(bytes);
-    one::<super::dlq::BulkRetry>(bytes);
+    use herald_actors::admin;
+    one::<admin::destinations::NewDestination>(bytes);
+    one::<admin::destinations::DestinationPatch>(bytes);
+    one::<admin::destinations::Rotation>(bytes);
+    one::<admin::dlq::BulkRetry>(bytes);
+    one::<admin::messages::Resend>(bytes);
+    one::<admin::suppressions::SuppressionInput>(bytes);
+    one::<admin::suppressions::BulkSuppressions>(bytes);
+    one::<admin::preferences::PreferencesInput>(bytes);
+    one::<admin::preferences::OptInput>(bytes);
     one::<super::messages::PublishRequest>(bytes);
     one::<super::monitoring::Invalidate>(bytes);
-    one::<super::subjects::SuppressionBody>(bytes);
-    one::<super::subjects::Bulk>(bytes);
-    one::<super::subjects::PreferencesBody>(bytes);
-    one::<super::subjects::OptBody>(bytes);
 }
 
 /// `serde_json` appends " at line 1 column 17" to messages; the field name says more.

@@ -1,6 +1,7 @@
 //! `GET /v1/messages` and `GET /v1/messages/{id}`.
 
 use base64::Engine as _;
+use herald_actors::admin::messages::Resend;
 use herald_actors::{IngestError, Publish};
 use herald_storage::{Attempt, DeliveryStatus, MessageFilter, MessageId, MessageView};
 use http::HeaderMap;
@@ -10,6 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::App;
+use super::auth::Caller;
 use super::json_body;
 use super::query::{Pagination, Query};
 use super::response::{ApiError, Resp, json, rfc3339};
@@ -37,10 +39,13 @@ pub async fn publish(app: &App, headers: &HeaderMap, body: Incoming) -> Result<R
         return Err(ApiError::invalid("event_type", "must not be empty"));
     }
     if let Some(channel) = &req.channel {
-        channel
-            .parse::<crate::config::Channel>()
-            .map_err(|e| ApiError::invalid("channel", e))?;
+        herald_actors::admin::keyword::<herald_storage::Channel>("channel", channel)?;
     }
+    let recipient = req
+        .recipient
+        .as_deref()
+        .map(|r| herald_actors::admin::recipient("recipient", r))
+        .transpose()?;
     if req.idempotency_key.as_deref() == Some("") {
         return Err(ApiError::invalid("idempotency_key", "must not be empty"));
     }
@@ -50,7 +55,7 @@ pub async fn publish(app: &App, headers: &HeaderMap, body: Incoming) -> Result<R
         .publish(Publish {
             event_type: req.event_type,
             body: body.into(),
-            recipient: req.recipient,
+            recipient,
             channel: req.channel,
             category: req.category,
             idempotency_key: req.idempotency_key,
@@ -67,6 +72,25 @@ pub async fn publish(app: &App, headers: &HeaderMap, body: Incoming) -> Result<R
         }
         Err(_) => Err(ApiError::unavailable()),
     }
+}
+
+/// `POST /v1/messages/{id}/resend {destination?}`: deliver again with fresh attempts.
+pub async fn resend(
+    app: &App,
+    caller: &Caller,
+    id: &str,
+    headers: &HeaderMap,
+    body: Incoming,
+) -> Result<Resp, ApiError> {
+    let req: Resend = json_body::read_or_default(app, headers, body).await?;
+    let id = id
+        .parse::<MessageId>()
+        .map_err(|_| ApiError::not_found(format_args!("message {id}")))?;
+    let requeued = app.herald.admin().resend(&caller.name, id, req).await?;
+    Ok(json(
+        StatusCode::ACCEPTED,
+        &json!({"id": id.to_string(), "requeued": requeued}),
+    ))
 }
 
 pub async fn list(app: &App, query: &Query) -> Result<Resp, ApiError> {

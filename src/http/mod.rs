@@ -9,6 +9,7 @@
 //! Handlers translate between HTTP and [`herald_actors::Herald`]; no business rule lives here.
 
 mod api;
+mod audit;
 pub mod auth;
 mod body;
 mod destinations;
@@ -18,11 +19,13 @@ mod json_body;
 mod messages;
 mod monitoring;
 pub mod openapi;
+mod preferences;
 mod query;
 pub mod response;
 pub mod routes;
 pub mod server;
 mod subjects;
+mod suppressions;
 mod vitals;
 
 use std::sync::Arc;

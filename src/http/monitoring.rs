@@ -106,18 +106,7 @@ pub async fn cache_invalidate(
     body: Incoming,
 ) -> Result<Resp, ApiError> {
     let req: Invalidate = json_body::read(app, headers, body).await?;
-    if req.pattern.is_empty() {
-        return Err(ApiError::invalid(
-            "pattern",
-            "must not be empty (use \"*\" for everything)",
-        ));
-    }
-    let cache = app
-        .herald
-        .core()
-        .cache()
-        .ok_or_else(ApiError::unavailable)?;
-    let removed = herald_actors::cache::invalidate(&cache, &req.pattern).await;
+    let removed = app.herald.admin().invalidate_cache(&req.pattern).await?;
     Ok(json(
         StatusCode::OK,
         &json!({"pattern": req.pattern, "invalidated": removed}),
@@ -126,19 +115,25 @@ pub async fn cache_invalidate(
 
 /// `GET /v1/storage`: tables, entry counts, file size, index health, commit timings.
 pub async fn storage(app: &App) -> Result<Resp, ApiError> {
-    let store = app.herald.store();
-    let stats = store.stats().await?;
-    let indexes = store.verify_indexes().await?;
+    let stats = app.herald.store().stats().await?;
+    // The last maintenance run's findings: verifying on the request path would scan every
+    // index on each call. `POST /v1/storage/maintenance` runs one now.
+    let last = app.herald.core().last_maintenance();
     let timings = app.herald.perf_report().await.ok().map(|r| r.storage);
     Ok(json(
         StatusCode::OK,
-        &json!({"stats": stats, "indexes": indexes, "commits": timings}),
+        &json!({
+            "stats": stats,
+            "indexes": last.as_ref().map(|r| &r.indexes),
+            "last_maintenance": last.as_deref(),
+            "commits": timings,
+        }),
     ))
 }
 
 /// `POST /v1/storage/maintenance`: verify every secondary index, rebuild what is wrong.
 pub async fn maintenance(app: &App) -> Result<Resp, ApiError> {
-    let report = app.herald.store().maintenance(true).await?;
+    let report = app.herald.core().maintenance().await?;
     Ok(json(StatusCode::OK, &report))
 }
 

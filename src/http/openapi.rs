@@ -372,7 +372,7 @@ fn doc(route: Route) -> Doc {
         ]),
         Route::PublishMessage => Doc::json(202, of::<Published>).body(of::<PublishRequest>),
         Route::GetMessage => Doc::json(200, of::<Message>),
-        Route::ResendMessage => Doc::json(202, of::<Requeued>).optional_body(of::<ResendRequest>),
+        Route::ResendMessage => Doc::json(202, of::<Resent>).optional_body(of::<ResendRequest>),
 
         Route::ListDestinations => Doc::json(200, page::<Destination>),
         Route::CreateDestination => Doc::json(201, of::<Destination>)
@@ -729,6 +729,14 @@ struct Published {
 struct ResendRequest {
     /// Only to this destination; by default to every destination the message matched.
     destination: Option<String>,
+}
+
+#[derive(ToSchema)]
+struct Resent {
+    /// The message id.
+    id: String,
+    /// How many deliveries were re-queued (none to a suppressed recipient).
+    requeued: u64,
 }
 
 #[derive(ToSchema)]
@@ -1169,7 +1177,11 @@ struct Alert {
 #[derive(ToSchema)]
 struct StorageReport {
     stats: StorageStats,
-    indexes: Vec<IndexHealth>,
+    /// The last maintenance run's index checks; null until one ran since the start
+    /// (`POST /v1/storage/maintenance` runs one now).
+    indexes: Option<Vec<IndexHealth>>,
+    /// The last maintenance run's report; null until one ran since the start.
+    last_maintenance: Option<MaintenanceReport>,
     commits: Option<CommitTimings>,
 }
 

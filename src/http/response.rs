@@ -90,6 +90,24 @@ impl From<herald_storage::StorageError> for ApiError {
 }
 
 /// A request refused by verification keeps its code; anything else is a 503.
+impl From<herald_actors::admin::AdminError> for ApiError {
+    fn from(e: herald_actors::admin::AdminError) -> Self {
+        use herald_actors::admin::AdminError;
+        match e {
+            AdminError::Invalid { field, message } => Self::invalid(&field, message),
+            AdminError::NotFound(what) => Self::not_found(what),
+            AdminError::Conflict(why) => Self::new(StatusCode::CONFLICT, "conflict", why),
+            AdminError::NotAllowed(why) => Self::new(
+                StatusCode::BAD_REQUEST,
+                herald_actors::dispatcher::ssrf::Refusal::CODE,
+                why,
+            ),
+            AdminError::Storage(e) => e.into(),
+            _ => Self::unavailable(),
+        }
+    }
+}
+
 impl From<herald_actors::IngestError> for ApiError {
     fn from(e: herald_actors::IngestError) -> Self {
         use herald_actors::IngestError;

@@ -243,7 +243,7 @@ routes! {
     Perf: Api GET "/v1/perf" => Token(Read);
     /// Alerts, open and resolved.
     ListAlerts: Api GET "/v1/alerts" => Token(Read);
-    /// Storage: tables, sizes, index health, commit timings.
+    /// Storage: tables and their sizes, the last maintenance run's findings, commit timings.
     Storage: Api GET "/v1/storage" => Token(Read);
     /// Verify every secondary index against its table and rebuild what is wrong.
     RunMaintenance: Api POST "/v1/storage/maintenance" => Token(Admin);

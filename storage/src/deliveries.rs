@@ -178,6 +178,61 @@ pub(crate) fn requeue(tx: &mut Tx<'_>, keys: &[DeliveryKey], now_ms: u64) -> Res
     Ok(requeued)
 }
 
+/// Resends a message: each of its deliveries (only the one to `destination`, if given) is due
+/// again at once with a fresh round of attempts, whatever its status — succeeded, dead (it
+/// leaves the DLQ), suppressed (the opt-out check runs again before the attempt) or still
+/// queued. Deliveries to destinations deleted since are skipped. `None` if there is no such
+/// message; otherwise how many deliveries were re-queued.
+pub(crate) fn resend(
+    tx: &mut Tx<'_>,
+    message: MessageId,
+    destination: Option<&str>,
+    now_ms: u64,
+) -> Result<Option<usize>> {
+    let id = message.0;
+    if tx.messages()?.get(id)?.is_none() {
+        return Ok(None);
+    }
+    let targets: Vec<String> = tx
+        .deliveries()?
+        .range((id, "")..)?
+        .map_while(|e| match e {
+            Ok((k, _)) if k.value().0 == id => Some(Ok(k.value().1.to_owned())),
+            Ok(_) => None,
+            Err(e) => Some(Err(e)),
+        })
+        .collect::<std::result::Result<_, _>>()?;
+    let mut requeued = 0;
+    for dest in targets
+        .iter()
+        .filter(|d| destination.is_none_or(|want| want == d.as_str()))
+    {
+        let dest = dest.as_str();
+        if tx.destinations()?.get(dest)?.is_none() {
+            continue;
+        }
+        let Some(mut delivery) = get_delivery(tx, id, dest)? else {
+            continue;
+        };
+        if let Some(died) = delivery.dead_at_ms.take() {
+            tx.dead_letters()?.remove((died, id, dest))?;
+        }
+        if let Some(due) = delivery.next_attempt_at_ms
+            && delivery.status.is_live()
+        {
+            tx.deliveries_due()?.remove((dest, due, id))?;
+        }
+        delivery.status = DeliveryStatus::Pending;
+        delivery.round_attempts = 0;
+        delivery.reason = None;
+        delivery.next_attempt_at_ms = Some(now_ms);
+        tx.deliveries_due()?.insert((dest, now_ms, id), ())?;
+        put_delivery(tx, id, dest, &delivery)?;
+        requeued += 1;
+    }
+    Ok(Some(requeued))
+}
+
 /// Removes a dead delivery from the DLQ; it stays `dead` in the message's history. False if it
 /// was not in the DLQ.
 pub(crate) fn discard(tx: &mut Tx<'_>, key: &DeliveryKey) -> Result<bool> {

@@ -19,8 +19,11 @@ mod error;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+mod keywords;
 pub mod maintenance;
 pub mod messages;
+mod migrate;
+mod recipient;
 mod records;
 pub mod subjects;
 pub mod tables;
@@ -38,15 +41,20 @@ pub use deliveries::{
     AttemptUpdate, DeadCursor, DeadFilter, DeadLetter, DeliveryKey, DueDelivery, Outcome,
 };
 pub use error::{Result, StorageError};
+pub use keywords::{Channel, Reason, SuppressedOn, UnknownKeyword};
 pub use maintenance::{IndexHealth, MaintenanceReport, StorageStats, TableInfo};
 pub use messages::{
     Accepted, DedupeKey, MessageFilter, MessageView, NewMessage, Page, SWEEP_SLICES,
 };
+pub use recipient::{Recipient, RecipientError};
 pub use records::{
     Attempt, AuditEntry, BadMessageId, CircuitRecord, DeliveryRecord, DeliveryStatus,
     DestinationRecord, MessageId, MessageRecord, Preferences, SuppressionRecord,
 };
-pub use subjects::{AuditView, Erasure, NewSuppression, SubjectExport, SuppressionView, pseudonym};
+pub use subjects::{
+    AuditView, Erasure, NewSuppression, PSEUDONYM_PREFIX, Pseudonyms, SubjectExport,
+    SuppressionView,
+};
 pub use writer::{BatchStats, CommitObserver, Completion};
 
 use tables::{SCHEMA_VERSION, SCHEMA_VERSION_KEY};
@@ -90,6 +98,8 @@ pub struct Store {
     writer: writer::Writer,
     /// The database file, for its size; `None` over a custom backend (no file to measure).
     path: Option<Arc<Path>>,
+    /// Keyed pseudonyms of erased recipients; the key is read once, at open.
+    pseudonyms: Pseudonyms,
 }
 
 impl std::fmt::Debug for Store {
@@ -128,9 +138,14 @@ impl Store {
     /// Creates the tables, checks the schema version and starts the writer.
     fn start(db: Database, path: Option<Arc<Path>>, options: Options) -> Result<Self> {
         let db = Arc::new(db);
-        initialise(&db)?;
+        let pseudonyms = initialise(&db)?;
         let writer = writer::Writer::spawn(Arc::clone(&db), options.observer)?;
-        Ok(Self { db, writer, path })
+        Ok(Self {
+            db,
+            writer,
+            path,
+            pseudonyms,
+        })
     }
 
     /// Runs `op` in the next group commit; `done` gets its outcome after the commit.
@@ -276,14 +291,56 @@ impl Store {
     }
 
     /// Re-queues dead deliveries with fresh attempts; returns how many were dead.
-    pub async fn requeue(&self, keys: Vec<DeliveryKey>, now_ms: u64) -> Result<usize> {
-        self.write(move |tx| deliveries::requeue(tx, &keys, now_ms))
-            .await
+    ///
+    /// `audit(n)` is told how many were re-queued and may describe the change: its entry is
+    /// committed with it.
+    pub async fn requeue<A>(&self, keys: Vec<DeliveryKey>, now_ms: u64, audit: A) -> Result<usize>
+    where
+        A: Fn(usize) -> Option<AuditEntry> + Send + 'static,
+    {
+        self.write(move |tx| {
+            let n = deliveries::requeue(tx, &keys, now_ms)?;
+            if let Some(entry) = audit(n) {
+                subjects::append_audit(tx, &entry)?;
+            }
+            Ok(n)
+        })
+        .await
     }
 
-    /// Removes a delivery from the DLQ; false if it was not there.
-    pub async fn discard(&self, key: DeliveryKey) -> Result<bool> {
-        self.write(move |tx| deliveries::discard(tx, &key)).await
+    /// `POST /v1/messages/{id}/resend`: see [`deliveries::resend`]; `audit(n)` is committed
+    /// with the change. `None` if there is no such message.
+    pub async fn resend<A>(
+        &self,
+        message: MessageId,
+        destination: Option<String>,
+        now_ms: u64,
+        audit: A,
+    ) -> Result<Option<usize>>
+    where
+        A: Fn(usize) -> AuditEntry + Send + 'static,
+    {
+        self.write(move |tx| {
+            let requeued = deliveries::resend(tx, message, destination.as_deref(), now_ms)?;
+            if let Some(n) = requeued {
+                subjects::append_audit(tx, &audit(n))?;
+            }
+            Ok(requeued)
+        })
+        .await
+    }
+
+    /// Removes a delivery from the DLQ, with its audit entry; false if it was not there (and
+    /// nothing is written).
+    pub async fn discard(&self, key: DeliveryKey, audit: AuditEntry) -> Result<bool> {
+        self.write(move |tx| {
+            let discarded = deliveries::discard(tx, &key)?;
+            if discarded {
+                subjects::append_audit(tx, &audit)?;
+            }
+            Ok(discarded)
+        })
+        .await
     }
 
     // ---- destinations -----------------------------------------------------------------
@@ -302,17 +359,20 @@ impl Store {
             .await
     }
 
-    /// Creates a destination unless one of that name exists; false if it did.
+    /// Creates a destination unless one of that name exists (false if it did), with its audit
+    /// entry in the same commit.
     pub async fn create_destination(
         &self,
         name: String,
         record: DestinationRecord,
+        audit: AuditEntry,
     ) -> Result<bool> {
         self.write(move |tx| {
             if destinations::get_for_update(tx, &name)?.is_some() {
                 return Ok(false);
             }
             destinations::put(tx, &name, &record)?;
+            subjects::append_audit(tx, &audit)?;
             Ok(true)
         })
         .await
@@ -320,34 +380,52 @@ impl Store {
 
     /// Applies `change` to the stored destination in one transaction, so concurrent API calls
     /// and the dispatcher never lose each other's updates; returns the new record, `None` if
-    /// there is no such destination.
-    pub async fn update_destination<F>(
+    /// there is no such destination. `audit(before, after)` describes the change and is
+    /// committed with it (the dispatcher's own updates pass `None`).
+    pub async fn update_destination<F, A>(
         &self,
         name: String,
         change: F,
+        audit: Option<A>,
     ) -> Result<Option<DestinationRecord>>
     where
         F: Fn(&mut DestinationRecord) + Send + 'static,
+        A: Fn(&DestinationRecord, &DestinationRecord) -> AuditEntry + Send + 'static,
     {
         self.write(move |tx| {
             let Some(mut record) = destinations::get_for_update(tx, &name)? else {
                 return Ok(None);
             };
+            let before = record.clone();
             change(&mut record);
             destinations::put(tx, &name, &record)?;
+            if let Some(audit) = &audit {
+                subjects::append_audit(tx, &audit(&before, &record))?;
+            }
             Ok(Some(record))
         })
         .await
     }
 
-    /// Deletes a destination; its queued deliveries go to the DLQ. False if it did not exist.
-    pub async fn delete_destination(&self, name: String, now_ms: u64) -> Result<bool> {
+    /// Deletes a destination; its queued deliveries go to the DLQ. Returns the deleted record,
+    /// `None` if it did not exist; `audit(deleted)` is committed with the deletion.
+    pub async fn delete_destination<A>(
+        &self,
+        name: String,
+        now_ms: u64,
+        audit: A,
+    ) -> Result<Option<DestinationRecord>>
+    where
+        A: Fn(&DestinationRecord) -> AuditEntry + Send + 'static,
+    {
         self.write(move |tx| {
-            if !destinations::delete(tx, &name)? {
-                return Ok(false);
-            }
+            let Some(record) = destinations::get_for_update(tx, &name)? else {
+                return Ok(None);
+            };
+            destinations::delete(tx, &name)?;
             deliveries::kill_destination(tx, &name, now_ms)?;
-            Ok(true)
+            subjects::append_audit(tx, &audit(&record))?;
+            Ok(Some(record))
         })
         .await
     }
@@ -374,7 +452,7 @@ impl Store {
     /// (nothing is written when there was none). Returns the removed record.
     pub async fn remove_suppression<A>(
         &self,
-        recipient: String,
+        recipient: Recipient,
         channel: String,
         audit: A,
     ) -> Result<Option<SuppressionRecord>>
@@ -382,7 +460,7 @@ impl Store {
         A: Fn(&SuppressionRecord) -> AuditEntry + Send + 'static,
     {
         self.write(move |tx| {
-            let removed = subjects::delete_suppression(tx, &recipient, &channel)?;
+            let removed = subjects::delete_suppression(tx, recipient.as_str(), &channel)?;
             if let Some(record) = &removed {
                 subjects::append_audit(tx, &audit(record))?;
             }
@@ -395,7 +473,7 @@ impl Store {
     /// (`None` = the defaults), with the audit entry `audit(before, after)`; returns them.
     pub async fn update_preferences<C, A>(
         &self,
-        recipient: String,
+        recipient: Recipient,
         change: C,
         audit: A,
     ) -> Result<Option<Preferences>>
@@ -404,19 +482,13 @@ impl Store {
         A: Fn(Option<&Preferences>, Option<&Preferences>) -> AuditEntry + Send + 'static,
     {
         self.write(move |tx| {
-            let before = subjects::get_preferences(tx, &recipient)?;
+            let before = subjects::get_preferences(tx, recipient.as_str())?;
             let after = change(before.clone());
-            subjects::put_preferences(tx, &recipient, after.as_ref())?;
+            subjects::put_preferences(tx, recipient.as_str(), after.as_ref())?;
             subjects::append_audit(tx, &audit(before.as_ref(), after.as_ref()))?;
             Ok(after)
         })
         .await
-    }
-
-    /// Appends one audit entry on its own (for changes made elsewhere: destinations, DLQ).
-    pub async fn append_audit(&self, entry: AuditEntry) -> Result<()> {
-        self.write(move |tx| subjects::append_audit(tx, &entry).map(|_| ()))
-            .await
     }
 
     /// Removes up to `max` expired suppressions.
@@ -425,40 +497,60 @@ impl Store {
             .await
     }
 
-    /// GDPR erasure of a recipient (see [`subjects::erase`]), audited.
-    pub async fn erase_subject(&self, recipient: String, audit: AuditEntry) -> Result<Erasure> {
+    /// What an erased `recipient` is known as: its keyed pseudonym.
+    pub fn pseudonym(&self, recipient: &Recipient) -> Recipient {
+        self.pseudonyms.of(recipient)
+    }
+
+    /// GDPR erasure of a recipient (see [`subjects::erase`]), with `audit(pseudonym)` in the
+    /// same commit (it must name the pseudonym, never the address).
+    pub async fn erase_subject<A>(&self, recipient: Recipient, audit: A) -> Result<Erasure>
+    where
+        A: Fn(&Recipient) -> AuditEntry + Send + 'static,
+    {
+        let alias = self.pseudonyms.of(&recipient);
         self.write(move |tx| {
-            let report = subjects::erase(tx, &recipient)?;
-            subjects::append_audit(tx, &audit)?;
+            let report = subjects::erase(tx, &alias, &recipient)?;
+            subjects::append_audit(tx, &audit(&alias))?;
             Ok(report)
         })
         .await
     }
 
+    /// Every suppression that applies to `recipient` (under its address or its pseudonym), by
+    /// channel: what the delivery path checks.
     pub async fn suppressions_of(
         &self,
-        recipient: String,
+        recipient: Recipient,
     ) -> Result<Vec<(String, SuppressionRecord)>> {
-        self.read(move |txn| subjects::suppressions_of(txn, &recipient))
-            .await
+        let pseudonyms = self.pseudonyms.clone();
+        self.read(move |txn| {
+            Ok(subjects::suppressions_of(txn, &pseudonyms, &recipient)?
+                .into_iter()
+                .map(|s| (s.channel, s.record))
+                .collect())
+        })
+        .await
     }
 
     pub async fn list_suppressions(
         &self,
-        recipient: Option<String>,
+        recipient: Option<Recipient>,
         channel: Option<String>,
         after: Option<(String, String)>,
         limit: usize,
     ) -> Result<(Vec<SuppressionView>, bool)> {
         self.read(move |txn| {
             let after = after.as_ref().map(|(r, c)| (r.as_str(), c.as_str()));
-            subjects::list_suppressions(txn, recipient.as_deref(), channel.as_deref(), after, limit)
+            subjects::list_suppressions(txn, recipient.as_ref(), channel.as_deref(), after, limit)
         })
         .await
     }
 
-    pub async fn preferences(&self, recipient: String) -> Result<Option<Preferences>> {
-        self.read(move |txn| subjects::preferences_of(txn, &recipient))
+    /// A recipient's effective preferences (opt-outs kept through an erasure included).
+    pub async fn preferences(&self, recipient: Recipient) -> Result<Option<Preferences>> {
+        let pseudonyms = self.pseudonyms.clone();
+        self.read(move |txn| subjects::preferences_of(txn, &pseudonyms, &recipient))
             .await
     }
 
@@ -475,8 +567,9 @@ impl Store {
         .await
     }
 
-    pub async fn export_subject(&self, recipient: String) -> Result<SubjectExport> {
-        self.read(move |txn| subjects::export(txn, &recipient))
+    pub async fn export_subject(&self, recipient: Recipient) -> Result<SubjectExport> {
+        let pseudonyms = self.pseudonyms.clone();
+        self.read(move |txn| subjects::export(txn, &pseudonyms, &recipient))
             .await
     }
 
@@ -570,24 +663,23 @@ fn io_error(e: std::io::Error) -> StorageError {
     StorageError::Redb(Arc::new(e.into()))
 }
 
-/// Creates every table (so readers never meet a missing one) and checks the schema version.
-fn initialise(db: &Database) -> Result<()> {
+/// Creates every table (so readers never meet a missing one), makes the pseudonym key at the
+/// first start, checks the schema version and migrates an older layout, all in one commit.
+fn initialise(db: &Database) -> Result<Pseudonyms> {
     let txn = db.begin_write()?;
+    let pseudonyms = subjects::load_key(&txn)?;
     {
         let mut meta = txn.open_table(tables::META)?;
         let found = meta.get(SCHEMA_VERSION_KEY)?.map(|v| v.value());
-        match found {
-            Some(found) if found > SCHEMA_VERSION => {
-                return Err(StorageError::SchemaTooNew {
-                    found,
-                    supported: SCHEMA_VERSION,
-                });
-            }
-            // Older layouts would be migrated here, one version at a time.
-            Some(_) | None => {
-                meta.insert(SCHEMA_VERSION_KEY, SCHEMA_VERSION)?;
-            }
+        if let Some(found) = found
+            && found > SCHEMA_VERSION
+        {
+            return Err(StorageError::SchemaTooNew {
+                found,
+                supported: SCHEMA_VERSION,
+            });
         }
+        meta.insert(SCHEMA_VERSION_KEY, SCHEMA_VERSION)?;
         txn.open_table(tables::MESSAGES)?;
         txn.open_table(tables::IDEMPOTENCY)?;
         txn.open_table(tables::DELIVERIES)?;
@@ -600,9 +692,14 @@ fn initialise(db: &Database) -> Result<()> {
         txn.open_table(tables::PREFERENCES)?;
         txn.open_table(tables::AUDIT)?;
         txn.open_table(tables::AUDIT_BY_SUBJECT)?;
+        // A new file has nothing to migrate.
+        drop(meta);
+        if let Some(found) = found {
+            migrate::run(&txn, found)?;
+        }
     }
     txn.commit()?;
-    Ok(())
+    Ok(pseudonyms)
 }
 
 #[cfg(test)]

@@ -325,7 +325,9 @@ impl SecondaryIndex for MessagesByRecipient {
 
     fn expected(id: u128, raw: &[u8]) -> Result<Option<Self::Owned>> {
         let (record, _body) = decode_message(raw)?;
-        Ok(record.recipient.map(|recipient| (recipient, id)))
+        Ok(record
+            .recipient
+            .map(|recipient| (String::from(recipient), id)))
     }
 
     fn own_key((recipient, id): (&str, u128)) -> Self::Owned {
@@ -650,7 +652,7 @@ mod tests {
                 external_id: None,
                 event_type: Some("e".into()),
                 content_type: None,
-                recipient: recipient.map(Into::into),
+                recipient: recipient.map(|r| crate::Recipient::parse(r).unwrap()),
                 channel: None,
                 category: None,
                 received_at_ms: RECEIVED,
@@ -706,7 +708,7 @@ mod tests {
 
     fn suppression(recipient: &str, channel: &str, expires: Option<u64>) -> NewSuppression {
         NewSuppression {
-            recipient: recipient.into(),
+            recipient: crate::Recipient::parse(recipient).unwrap(),
             channel: channel.into(),
             record: SuppressionRecord {
                 reason: "user_request".into(),
@@ -738,7 +740,7 @@ mod tests {
         attempt(store, m2, "d1", Outcome::Succeeded).await;
         attempt(store, m3, "d1", Outcome::Dead).await;
         attempt(store, m3, "d2", Outcome::Dead).await;
-        assert!(store.discard(key(m3, "d2")).await.unwrap());
+        assert!(store.discard(key(m3, "d2"), audit("d1")).await.unwrap());
         let reason = "opted out".to_owned();
         attempt(store, m6, "d1", Outcome::Suppressed { reason }).await;
         store
@@ -752,7 +754,6 @@ mod tests {
             )
             .await
             .unwrap();
-        store.append_audit(audit("d1")).await.unwrap();
         Fixture { m1, m2, m3 }
     }
 
@@ -887,7 +888,10 @@ mod tests {
         assert_eq!(due, [(m1, 999)]);
         let dead = store.dead_keys(crate::DeadFilter::default()).await.unwrap();
         assert_eq!(dead, [key(m3, "d2")]);
-        let export = store.export_subject("alice@x".into()).await.unwrap();
+        let export = store
+            .export_subject(crate::Recipient::parse("alice@x").unwrap())
+            .await
+            .unwrap();
         assert_eq!(export.messages.len(), 1);
 
         let health = store.verify_indexes().await.unwrap();
@@ -922,7 +926,10 @@ mod tests {
         assert_eq!(due, [(m1, RECEIVED)]);
         let dead = store.dead_keys(crate::DeadFilter::default()).await.unwrap();
         assert_eq!(dead, [key(m3, "d1")]);
-        let export = store.export_subject("alice@x".into()).await.unwrap();
+        let export = store
+            .export_subject(crate::Recipient::parse("alice@x").unwrap())
+            .await
+            .unwrap();
         assert_eq!(export.messages.len(), 2);
         assert_eq!(export.audit.len(), 1);
         assert_eq!(export.audit[0].id, alice_audit);

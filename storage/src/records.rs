@@ -67,8 +67,10 @@ pub struct MessageRecord {
     pub event_type: Option<String>,
     #[serde(default)]
     pub content_type: Option<String>,
-    #[serde(default)]
-    pub recipient: Option<String>,
+    /// Canonical. A record written before recipients were canonical reads back canonical; one
+    /// whose recipient is not valid at all (an empty string) reads back without one.
+    #[serde(default, deserialize_with = "crate::recipient::lenient")]
+    pub recipient: Option<crate::Recipient>,
     #[serde(default)]
     pub channel: Option<String>,
     #[serde(default)]

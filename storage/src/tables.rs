@@ -3,6 +3,7 @@
 //! | table | key | value |
 //! | --- | --- | --- |
 //! | `meta` | `&str` name | `u64` (`schema_version`) |
+//! | `keys` | `&str` name | `&[u8]` secret key material (`pseudonym`: 32 random bytes, made at the first start) |
 //! | `messages` | `u128` message id (ULID: creation order) | [`MessageRecord`](crate::MessageRecord) and body, see below |
 //! | `idempotency` | `u128` [`DedupeKey`](crate::DedupeKey) | `(u128 message id, u64 accepted at ms)` |
 //! | `deliveries` | `(u128 message id, &str destination)` | JSON [`DeliveryRecord`](crate::DeliveryRecord) |
@@ -16,8 +17,11 @@
 //! | `audit` | `u128 entry id (ULID: time order)` | JSON [`AuditEntry`](crate::AuditEntry) |
 //! | `audit_by_subject` | `(&str subject, u128 entry id)` | `()` |
 //!
-//! A recipient erased under GDPR keeps its suppressions under `sha256:<hex>` of its address
-//! instead of the address, so an opt-out is still honoured (the delivery path checks both).
+//! Every recipient key (`messages_by_recipient`, `suppressions`, `preferences`, recipient
+//! subjects of `audit_by_subject`) is the recipient's canonical form ([`crate::Recipient`]).
+//! A recipient erased under GDPR keeps its opt-outs (suppressions, and the `false` entries of
+//! its preferences) under its keyed pseudonym `anon:<hex>` ([`crate::subjects::Pseudonyms`])
+//! instead of the address, so they are still honoured (the delivery path checks both keys).
 //!
 //! A `messages` value is `[u32 LE n][n bytes of JSON record][body bytes]`: the record and the
 //! exact body in one value, so accepting a message writes one B-tree, and its key grows with
@@ -38,9 +42,13 @@ use redb::TableDefinition;
 
 /// Bumped whenever a table's key or value layout changes; [`crate::Store::open`] refuses a file
 /// written by a newer version and migrates an older one.
-pub const SCHEMA_VERSION: u64 = 1;
+///
+/// - 1: the first layout.
+/// - 2: recipients canonical; keyed pseudonyms; the `keys` table ([`crate::migrate`]).
+pub const SCHEMA_VERSION: u64 = 2;
 
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub(crate) const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
 pub(crate) const MESSAGES: TableDefinition<u128, &[u8]> = TableDefinition::new("messages");
 pub(crate) const IDEMPOTENCY: TableDefinition<u128, (u128, u64)> =
     TableDefinition::new("idempotency");
@@ -63,3 +71,4 @@ pub(crate) const AUDIT_BY_SUBJECT: TableDefinition<(&str, u128), ()> =
     TableDefinition::new("audit_by_subject");
 
 pub(crate) const SCHEMA_VERSION_KEY: &str = "schema_version";
+pub(crate) const PSEUDONYM_KEY: &str = "pseudonym";

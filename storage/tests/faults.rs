@@ -283,7 +283,9 @@ fn message(run: usize, i: usize) -> NewMessage {
             external_id: Some(external.clone()),
             event_type: Some("e".into()),
             content_type: None,
-            recipient: i.is_multiple_of(2).then(|| format!("user{i}@example.com")),
+            recipient: i.is_multiple_of(2).then(|| {
+                herald_storage::Recipient::parse(&format!("user{i}@example.com")).unwrap()
+            }),
             channel: None,
             category: None,
             received_at_ms,
@@ -738,4 +740,102 @@ async fn faults_while_creating_the_file() {
         unfinished += sweep(kind, Mode::Sticky, true, Span::Open).await.unfinished;
     }
     assert!(unfinished > 0, "no fault left a half-created file");
+}
+
+// ---- a change and its audit entry ----------------------------------------------------------
+
+/// Under a disk that starts failing at any write, every admin change reopened from the file is
+/// there with its audit entry, or neither is: they share one commit. Destinations stand for
+/// every audited change (they all go through the same `write` path with the entry beside them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_and_its_audit_entry_are_kept_or_lost_together() {
+    use herald_storage::{AuditEntry, CircuitRecord, DestinationRecord};
+    let dir = scratch_dir();
+    let base = base_file(dir.path()).await;
+    let (mut kept, mut lost) = (0, 0);
+    for after in (0..60).step_by(3) {
+        let path = dir.path().join(format!("audit{after}.redb"));
+        std::fs::write(&path, &base).unwrap();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let backend = FaultyBackend {
+            inner: FileBackend::new(file).unwrap(),
+            countdown: Arc::new(Countdown::new(Some(Kind::Write), Mode::Sticky, after)),
+            durable: Arc::default(),
+        };
+        let options = Options {
+            cache_bytes: CACHE_BYTES,
+            observer: None,
+        };
+        let Ok(store) = Store::open_with_backend(backend, options) else {
+            continue; // failed while opening: nothing was changed
+        };
+        let mut acked = HashSet::new();
+        for i in 0..8 {
+            let name = format!("d{i}");
+            let record = DestinationRecord {
+                url: format!("https://example.com/{i}"),
+                sources: vec!["*".into()],
+                event_types: Vec::new(),
+                channel: "webhook".into(),
+                secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+                previous_secret: None,
+                rate_limit_per_sec: None,
+                enabled: true,
+                disabled_reason: None,
+                created_at_ms: 1,
+                updated_at_ms: 1,
+                from_config: false,
+                circuit: CircuitRecord::default(),
+            };
+            let audit = AuditEntry {
+                at_ms: 1,
+                actor: "test".into(),
+                action: "destination.create".into(),
+                subject: name.clone(),
+                before: None,
+                after: None,
+            };
+            if store
+                .create_destination(name.clone(), record, audit)
+                .await
+                .is_ok()
+            {
+                acked.insert(name);
+            }
+        }
+        store.close().await;
+        drop(store);
+
+        let store = Store::open(&path, Options::default()).unwrap();
+        for i in 0..8 {
+            let name = format!("d{i}");
+            let stored = store.destination(name.clone()).await.unwrap().is_some();
+            let (trail, _) = store
+                .list_audit(Some(name.clone()), None, None, 10)
+                .await
+                .unwrap();
+            assert_eq!(
+                stored,
+                !trail.is_empty(),
+                "countdown {after}: {name} and its audit entry disagree"
+            );
+            if acked.contains(&name) {
+                assert!(stored, "countdown {after}: acknowledged {name} lost");
+            }
+            if stored {
+                kept += 1;
+            } else {
+                lost += 1;
+            }
+        }
+        store.close().await;
+    }
+    assert!(
+        kept > 0 && lost > 0,
+        "the sweep exercised both: {kept} kept, {lost} lost"
+    );
 }

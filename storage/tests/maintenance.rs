@@ -9,8 +9,8 @@ use bytes::Bytes;
 use herald_storage::maintenance::{check_integrity_offline, compact_offline};
 use herald_storage::{
     AttemptUpdate, AuditEntry, DedupeKey, DeliveryKey, DestinationRecord, IndexHealth, MessageId,
-    MessageRecord, NewMessage, NewSuppression, Options, Outcome, Preferences, StorageError, Store,
-    SuppressionRecord,
+    MessageRecord, NewMessage, NewSuppression, Options, Outcome, Preferences, Recipient,
+    StorageError, Store, SuppressionRecord,
 };
 
 fn message(recipient: Option<&str>, destinations: &[&str], body: Bytes) -> NewMessage {
@@ -22,7 +22,7 @@ fn message(recipient: Option<&str>, destinations: &[&str], body: Bytes) -> NewMe
             external_id: Some(id.to_string()),
             event_type: Some("e".into()),
             content_type: None,
-            recipient: recipient.map(Into::into),
+            recipient: recipient.map(|r| Recipient::parse(r).unwrap()),
             channel: None,
             category: None,
             received_at_ms: 1_000,
@@ -79,7 +79,7 @@ fn audit(subject: &str) -> AuditEntry {
 
 fn suppression(recipient: &str, expires_at_ms: Option<u64>) -> NewSuppression {
     NewSuppression {
-        recipient: recipient.into(),
+        recipient: Recipient::parse(recipient).unwrap(),
         channel: "email".into(),
         record: SuppressionRecord {
             reason: "bounce".into(),
@@ -121,7 +121,7 @@ async fn populate(store: &Store) {
     attempt(store, m2, "d1", Outcome::Succeeded).await;
     attempt(store, m3, "d1", Outcome::Dead).await;
     attempt(store, m3, "d2", Outcome::Dead).await;
-    assert!(store.discard(key(m3, "d2")).await.unwrap());
+    assert!(store.discard(key(m3, "d2"), audit("d1")).await.unwrap());
     store
         .add_suppressions(
             vec![
@@ -132,14 +132,13 @@ async fn populate(store: &Store) {
         )
         .await
         .unwrap();
-    store.append_audit(audit("d1")).await.unwrap();
     store
         .put_destination("d1".into(), destination())
         .await
         .unwrap();
     store
         .update_preferences(
-            "alice@x".into(),
+            Recipient::parse("alice@x").unwrap(),
             |_| Some(Preferences::default()),
             |_, _| audit("alice@x"),
         )
@@ -170,6 +169,7 @@ async fn stats_count_what_was_stored_and_a_consistent_store_needs_no_repair() {
             ("deliveries_due", 2),
             ("destinations", 1),
             ("idempotency", 4),
+            ("keys", 1),
             ("messages", 4),
             ("messages_by_recipient", 2),
             ("meta", 1),
@@ -246,7 +246,7 @@ async fn offline_compaction_shrinks_the_file_and_keeps_the_data() {
         store.insert_message_async(msg).await.unwrap();
     }
     let erased = store
-        .erase_subject("gone@x".into(), audit("gone@x"))
+        .erase_subject(Recipient::parse("gone@x").unwrap(), |_| audit("gone@x"))
         .await
         .unwrap();
     assert_eq!(erased.messages, 300);

@@ -493,7 +493,7 @@ async fn step(store: &Store, model: &mut Model, op: &Op) -> Result<(), TestCaseE
             let Some(k) = model.pick(pick, Model::in_dlq) else {
                 return Ok(());
             };
-            let requeued = store.requeue(vec![key(&k)], now).await.unwrap();
+            let requeued = store.requeue(vec![key(&k)], now, |_| None).await.unwrap();
             prop_assert_eq!(requeued, usize::from(model.requeue(&k)), "requeue {:?}", k);
         }
         Op::BulkRetry(destination) => {
@@ -504,7 +504,7 @@ async fn step(store: &Store, model: &mut Model, op: &Op) -> Result<(), TestCaseE
             };
             let keys = store.dead_keys(filter).await.unwrap();
             prop_assert_eq!(&keys, &model.dlq(destination));
-            let requeued = store.requeue(keys.clone(), now).await.unwrap();
+            let requeued = store.requeue(keys.clone(), now, |_| None).await.unwrap();
             let expected = keys
                 .into_iter()
                 .filter(|k| model.requeue(&(k.message, k.destination.clone())))
@@ -515,7 +515,7 @@ async fn step(store: &Store, model: &mut Model, op: &Op) -> Result<(), TestCaseE
             let Some(k) = model.pick(pick, Model::in_dlq) else {
                 return Ok(());
             };
-            let discarded = store.discard(key(&k)).await.unwrap();
+            let discarded = store.discard(key(&k), audit_entry(now)).await.unwrap();
             let d = model.deliveries.get_mut(&k).unwrap();
             let expected = Model::in_dlq(d);
             if expected {
@@ -525,7 +525,11 @@ async fn step(store: &Store, model: &mut Model, op: &Op) -> Result<(), TestCaseE
         }
         Op::DeleteDestination(d) => {
             let name = DESTINATIONS[d];
-            let deleted = store.delete_destination(name.into(), now).await.unwrap();
+            let deleted = store
+                .delete_destination(name.into(), now, move |_| audit_entry(now))
+                .await
+                .unwrap()
+                .is_some();
             prop_assert_eq!(deleted, model.destinations.remove(name).is_some());
             if deleted {
                 for ((_, dest), delivery) in &mut model.deliveries {
@@ -544,13 +548,17 @@ async fn step(store: &Store, model: &mut Model, op: &Op) -> Result<(), TestCaseE
             if model.destinations.contains_key(name) {
                 let (url, secret) = (fresh.url.clone(), fresh.secret.clone());
                 let updated = store
-                    .update_destination(name.into(), move |r| {
-                        r.url.clone_from(&url);
-                        r.secret.clone_from(&secret);
-                        r.enabled = true;
-                        r.disabled_reason = None;
-                        r.updated_at_ms = now;
-                    })
+                    .update_destination(
+                        name.into(),
+                        move |r| {
+                            r.url.clone_from(&url);
+                            r.secret.clone_from(&secret);
+                            r.enabled = true;
+                            r.disabled_reason = None;
+                            r.updated_at_ms = now;
+                        },
+                        Some(move |_: &DestinationRecord, _: &DestinationRecord| audit_entry(now)),
+                    )
                     .await
                     .unwrap();
                 let stored = model.destinations.get_mut(name).unwrap();
@@ -562,7 +570,7 @@ async fn step(store: &Store, model: &mut Model, op: &Op) -> Result<(), TestCaseE
                 prop_assert_eq!(updated.as_ref(), Some(&*stored));
             } else {
                 let created = store
-                    .create_destination(name.into(), fresh.clone())
+                    .create_destination(name.into(), fresh.clone(), audit_entry(now))
                     .await
                     .unwrap();
                 prop_assert!(created);
@@ -715,5 +723,17 @@ proptest! {
             .build()
             .unwrap();
         runtime.block_on(run(ops))?;
+    }
+}
+
+/// The audit entry the model's admin-like operations write beside their change.
+fn audit_entry(now: u64) -> herald_storage::AuditEntry {
+    herald_storage::AuditEntry {
+        at_ms: now,
+        actor: "model".into(),
+        action: "model.op".into(),
+        subject: "model".into(),
+        before: None,
+        after: None,
     }
 }

@@ -3,8 +3,8 @@
 
 use bytes::Bytes;
 use herald_storage::{
-    Accepted, DedupeKey, DeliveryStatus, MessageFilter, MessageId, MessageRecord, NewMessage,
-    Options, SWEEP_SLICES, StorageError, Store,
+    Accepted, AuditEntry, DedupeKey, DeliveryStatus, DestinationRecord, MessageFilter, MessageId,
+    MessageRecord, NewMessage, Options, SWEEP_SLICES, StorageError, Store,
 };
 
 fn message(source: &str, external: &str, at_ms: u64, destinations: &[&str]) -> NewMessage {
@@ -313,7 +313,11 @@ async fn an_attempt_neither_undoes_an_api_change_nor_resurrects_a_deleted_destin
 
     // The secret is rotated through the API; then an attempt started before completes.
     store
-        .update_destination("d".into(), |r| r.secret = "whsec_new".into())
+        .update_destination(
+            "d".into(),
+            |r| r.secret = "whsec_new".into(),
+            None::<fn(&DestinationRecord, &DestinationRecord) -> AuditEntry>,
+        )
         .await
         .unwrap();
     assert!(record_attempt(&store, failed(2_000)).await);
@@ -325,7 +329,13 @@ async fn an_attempt_neither_undoes_an_api_change_nor_resurrects_a_deleted_destin
     );
 
     // Deleted through the API; then an attempt started before completes.
-    assert!(store.delete_destination("d".into(), 3_000).await.unwrap());
+    assert!(
+        store
+            .delete_destination("d".into(), 3_000, |_| note(3_000))
+            .await
+            .unwrap()
+            .is_some()
+    );
     assert!(
         !record_attempt(&store, failed(4_000)).await,
         "its delivery is dead"
@@ -355,10 +365,28 @@ async fn a_discarded_delivery_is_not_retried() {
         now_ms: 2_000,
     };
     assert!(record_attempt(&store, dead).await);
-    assert!(store.discard(key.clone()).await.unwrap());
+    assert!(store.discard(key.clone(), note(3_000)).await.unwrap());
     assert_eq!(store.dead(key.clone()).await.unwrap().map(|d| d.key), None);
-    assert_eq!(store.requeue(vec![key.clone()], 3_000).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .requeue(vec![key.clone()], 3_000, |_| None)
+            .await
+            .unwrap(),
+        0
+    );
     let view = store.message(msg.id).await.unwrap().unwrap();
     assert_eq!(view.deliveries[0].1.status, DeliveryStatus::Dead);
     assert_eq!(store.queued("d".into()).await.unwrap(), 0);
+}
+
+/// An audit entry for the admin operations these tests make.
+fn note(at_ms: u64) -> AuditEntry {
+    AuditEntry {
+        at_ms,
+        actor: "test".into(),
+        action: "test".into(),
+        subject: "d".into(),
+        before: None,
+        after: None,
+    }
 }

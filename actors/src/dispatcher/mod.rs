@@ -24,7 +24,8 @@ use std::time::{Duration, SystemTime};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use herald_storage::{
-    Attempt, AttemptUpdate, CircuitRecord, DestinationRecord, DueDelivery, MessageId, Outcome,
+    Attempt, AttemptUpdate, AuditEntry, CircuitRecord, DestinationRecord, DueDelivery, MessageId,
+    Outcome, Recipient,
 };
 use hyper_util::rt::TokioExecutor;
 use ractor::concurrency::JoinHandle;
@@ -338,7 +339,17 @@ async fn apply_config(
         .collect();
     for name in removed {
         tracing::info!(destination = %name, "removed from the config: deleting it");
-        core.store.delete_destination(name.clone(), now).await?;
+        let subject = name.clone();
+        core.store
+            .delete_destination(name.clone(), now, move |before| AuditEntry {
+                at_ms: now,
+                actor: "config".into(),
+                action: "destination.delete".into(),
+                subject: subject.clone(),
+                before: Some(serde_json::json!({"url": before.url, "from_config": true})),
+                after: None,
+            })
+            .await?;
         stored.remove(&name);
     }
     Ok(())
@@ -701,7 +712,7 @@ async fn check_all(core: &Arc<Core>, channel: &str, due: &[DueDelivery], now: u6
 async fn held_back(
     core: &Core,
     channel: &str,
-    recipient: &str,
+    recipient: &Recipient,
     category: Option<&str>,
     now: u64,
 ) -> OptOut {

@@ -11,9 +11,10 @@ pub mod messages;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use herald_storage::{DeadFilter, DeliveryKey, StorageError, Store};
+use herald_storage::{AuditEntry, DeadFilter, DeliveryKey};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
+use crate::admin::dlq::RequeueAudit;
 use crate::{Core, unix_ms};
 pub use messages::DlqMsg;
 
@@ -36,76 +37,116 @@ impl Actor for DlqKeeper {
         Ok(core)
     }
 
+    /// Every storage call runs in a task of its own that answers the caller, so the keeper
+    /// never awaits a commit or a scan in its handler and one slow bulk retry delays nothing.
     async fn handle(
         &self,
         _myself: ActorRef<Self::Msg>,
         msg: Self::Msg,
         core: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        let core = Arc::clone(core);
         match msg {
-            DlqMsg::Retry(keys, reply) => {
-                let result = core.store.requeue(keys, now_ms()).await;
-                if matches!(result, Ok(n) if n > 0) {
-                    core.work.notify_one();
-                }
-                let _ = reply.send(result);
+            DlqMsg::Retry(keys, audit, reply) => {
+                tokio::spawn(async move {
+                    let result = core
+                        .store
+                        .requeue(keys, now_ms(), move |n| audit.entry(n))
+                        .await;
+                    if matches!(result, Ok(n) if n > 0) {
+                        core.work.notify_one();
+                    }
+                    let _ = reply.send(result);
+                });
             }
-            DlqMsg::BulkRetry(filter, reply) => match core.store.dead_keys(filter).await {
-                Ok(keys) => {
-                    let _ = reply.send(Ok(keys.len()));
-                    requeue_in_background(Arc::clone(core), keys, None);
-                }
-                Err(e) => {
-                    let _ = reply.send(Err(e));
-                }
-            },
-            DlqMsg::Discard(key, reply) => {
-                let _ = reply.send(core.store.discard(key).await);
+            DlqMsg::BulkRetry(filter, audit, reply) => {
+                tokio::spawn(async move {
+                    match core.store.dead_keys(filter).await {
+                        Ok(keys) => {
+                            let _ = reply.send(Ok(keys.len()));
+                            let total = keys.len();
+                            let audit = RequeueAudit::new(move |_| audit.entry(total));
+                            requeue_chunks(&core, keys, audit, None).await;
+                        }
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
+                        }
+                    }
+                });
+            }
+            DlqMsg::Discard(key, audit, reply) => {
+                tokio::spawn(async move {
+                    let _ = reply.send(core.store.discard(key, audit).await);
+                });
             }
             DlqMsg::AutoRecover(destination) => {
-                let filter = DeadFilter {
-                    destination: Some(destination.clone()),
-                    since_ms: None,
-                };
-                match core.store.dead_keys(filter).await {
-                    Ok(keys) if keys.is_empty() => {}
-                    Ok(keys) => requeue_in_background(Arc::clone(core), keys, Some(destination)),
-                    Err(e) => tracing::error!(%destination, error = %e, "auto-recover failed"),
-                }
+                tokio::spawn(async move {
+                    let filter = DeadFilter {
+                        destination: Some(destination.clone()),
+                        since_ms: None,
+                    };
+                    match core.store.dead_keys(filter).await {
+                        Ok(keys) if keys.is_empty() => {}
+                        Ok(keys) => {
+                            let (total, subject) = (keys.len(), destination.clone());
+                            let audit = RequeueAudit::new(move |_| {
+                                Some(AuditEntry {
+                                    at_ms: now_ms(),
+                                    actor: "system".into(),
+                                    action: "dlq.auto_recover".into(),
+                                    subject: subject.clone(),
+                                    before: None,
+                                    after: Some(serde_json::json!({"requeued": total})),
+                                })
+                            });
+                            requeue_chunks(&core, keys, audit, Some(destination)).await;
+                        }
+                        Err(e) => {
+                            tracing::error!(%destination, error = %e, "auto-recover failed");
+                        }
+                    }
+                });
             }
         }
         Ok(())
     }
 }
 
-/// Re-queues `keys` chunk by chunk, waking the dispatcher after each commit.
-fn requeue_in_background(core: Arc<Core>, keys: Vec<DeliveryKey>, recovering: Option<String>) {
-    tokio::spawn(async move {
-        let total = keys.len();
-        match requeue_chunks(&core.store, &core.work, keys).await {
-            Ok(n) => {
-                if let Some(destination) = recovering {
-                    tracing::info!(%destination, requeued = n, "auto-recover: dead deliveries re-queued");
-                } else {
-                    tracing::debug!(requeued = n, of = total, "bulk retry done");
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "re-queueing dead deliveries stopped"),
-        }
-    });
-}
-
+/// Re-queues `keys` chunk by chunk, waking the dispatcher after each commit. The audit entry
+/// is written with the first chunk (or alone, when there is nothing to re-queue).
 async fn requeue_chunks(
-    store: &Store,
-    work: &tokio::sync::Notify,
+    core: &Core,
     keys: Vec<DeliveryKey>,
-) -> Result<usize, StorageError> {
+    audit: RequeueAudit,
+    recovering: Option<String>,
+) {
+    let total = keys.len();
+    let mut audit = Some(audit);
     let mut requeued = 0;
-    for chunk in keys.chunks(CHUNK) {
-        requeued += store.requeue(chunk.to_vec(), now_ms()).await?;
-        work.notify_one();
+    let mut chunks: Vec<Vec<DeliveryKey>> = keys.chunks(CHUNK).map(<[_]>::to_vec).collect();
+    if chunks.is_empty() {
+        chunks.push(Vec::new());
     }
-    Ok(requeued)
+    for chunk in chunks {
+        let this = audit.take().unwrap_or_else(RequeueAudit::none);
+        match core
+            .store
+            .requeue(chunk, now_ms(), move |n| this.entry(n))
+            .await
+        {
+            Ok(n) => requeued += n,
+            Err(e) => {
+                tracing::error!(error = %e, "re-queueing dead deliveries stopped");
+                return;
+            }
+        }
+        core.work.notify_one();
+    }
+    if let Some(destination) = recovering {
+        tracing::info!(%destination, requeued, "auto-recover: dead deliveries re-queued");
+    } else {
+        tracing::debug!(requeued, of = total, "bulk retry done");
+    }
 }
 
 fn now_ms() -> u64 {

@@ -94,7 +94,9 @@ impl Actor for Ingress {
                         if matches!(outcome, Ok(Accepted::New(_))) {
                             // A feedback-loop suppression just committed: no stale cached read.
                             if let Some(recipient) = &suppressed {
-                                core.invalidate(&crate::cache_keys::suppressions(recipient));
+                                core.invalidate(&crate::cache_keys::suppressions(
+                                    recipient.as_str(),
+                                ));
                             }
                             if fans_out {
                                 core.work.notify_one();

@@ -97,8 +97,20 @@ pub enum PerfMsg {
     Beacons(Vec<Beacon>),
     Event(PerfEvent),
     Tick,
+    /// What a tick's background task read (the cache's counters, the DLQ depth), cast back
+    /// so that the handler never awaits another actor or a read.
+    Gauges(Gauges),
     Report(RpcReplyPort<PerfReport>),
     Alerts(bool, RpcReplyPort<Vec<Alert>>),
+}
+
+/// Readings taken off the actor for one tick.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Gauges {
+    /// The cache's (lookups, misses) so far, if it answered.
+    cache: Option<(u64, u64)>,
+    /// Dead deliveries, if storage answered.
+    dlq_depth: Option<u64>,
 }
 
 /// What `GET /v1/perf` shows.
@@ -212,9 +224,11 @@ impl Actor for PerfMonitor {
         Ok(())
     }
 
+    /// Nothing here awaits: storage reads and other actors' answers are gathered by spawned
+    /// tasks that cast them back, and alert messages are handed to the writer with a callback.
     async fn handle(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
@@ -235,11 +249,18 @@ impl Actor for PerfMonitor {
             }
             PerfMsg::Event(event) => {
                 let transitions = on_event(state, event, now);
-                publish(&state.core, transitions).await;
+                publish(&state.core, transitions);
             }
             PerfMsg::Tick => {
-                let transitions = tick(state, now).await;
-                publish(&state.core, transitions).await;
+                let transitions = tick(state, now);
+                publish(&state.core, transitions);
+                read_gauges(&state.core, myself);
+            }
+            PerfMsg::Gauges(gauges) => {
+                let mut transitions = Vec::new();
+                transitions.extend(cache_miss_rate(state, gauges, now));
+                transitions.extend(dlq_depth(state, gauges, now));
+                publish(&state.core, transitions);
             }
             PerfMsg::Report(reply) => {
                 let _ = reply.send(perf_report(state, now));
@@ -346,17 +367,38 @@ fn on_event(state: &mut PerfState, event: PerfEvent, now: u64) -> Vec<Transition
     transition.into_iter().collect()
 }
 
-/// Grades everything that is judged over time.
-async fn tick(state: &mut PerfState, now: u64) -> Vec<Transition> {
+/// Grades everything that is judged over time from what the monitor holds; what must be read
+/// elsewhere arrives as [`PerfMsg::Gauges`].
+fn tick(state: &mut PerfState, now: u64) -> Vec<Transition> {
     state.vitals.prune(now);
     let mut out = grade_budgets(state, now);
     out.extend(expire_events(state, now));
     out.extend(slow_storage(state, now));
     out.extend(suppression_rate(state, now));
-    out.extend(cache_miss_rate(state, now).await);
-    out.extend(dlq_depth(state, now).await);
     maintain_storage(state, now);
     out
+}
+
+/// Reads the cache's counters and the DLQ depth in a task of its own and casts them back.
+fn read_gauges(core: &Arc<Core>, monitor: ActorRef<PerfMsg>) {
+    let core = Arc::clone(core);
+    tokio::spawn(async move {
+        let cache = match core.cache() {
+            Some(cache) => crate::cache::stats(&cache, Duration::from_secs(2))
+                .await
+                .ok()
+                .map(|c| (c.hits + c.misses, c.misses)),
+            None => None,
+        };
+        let dlq_depth = match core.store.stats().await {
+            Ok(tables) => Some(tables.entries("dead_letters").unwrap_or(0)),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the DLQ depth");
+                None
+            }
+        };
+        let _ = monitor.cast(PerfMsg::Gauges(Gauges { cache, dlq_depth }));
+    });
 }
 
 /// Verifies every secondary index on the configured interval and rebuilds what is wrong, in
@@ -368,9 +410,9 @@ fn maintain_storage(state: &mut PerfState, now: u64) {
         return;
     }
     state.maintained_at_ms = now;
-    let store = state.core.store.clone();
+    let core = Arc::clone(&state.core);
     tokio::spawn(async move {
-        match store.maintenance(true).await {
+        match core.maintenance().await {
             Ok(report) => {
                 let rebuilt: Vec<&str> = report
                     .indexes
@@ -500,14 +542,11 @@ fn suppression_rate(state: &mut PerfState, now: u64) -> Option<Transition> {
     }
 }
 
-async fn cache_miss_rate(state: &mut PerfState, now: u64) -> Option<Transition> {
-    let cache = state.core.cache()?;
-    let counts = crate::cache::stats(&cache, Duration::from_secs(2))
-        .await
-        .ok()?;
-    let lookups = (counts.hits + counts.misses).saturating_sub(state.cache_seen.0);
-    let misses = counts.misses.saturating_sub(state.cache_seen.1);
-    state.cache_seen = (counts.hits + counts.misses, counts.misses);
+fn cache_miss_rate(state: &mut PerfState, gauges: Gauges, now: u64) -> Option<Transition> {
+    let (total, total_misses) = gauges.cache?;
+    let lookups = total.saturating_sub(state.cache_seen.0);
+    let misses = total_misses.saturating_sub(state.cache_seen.1);
+    state.cache_seen = (total, total_misses);
     if lookups < thresholds::CACHE_MIN_LOOKUPS {
         return None;
     }
@@ -526,14 +565,8 @@ async fn cache_miss_rate(state: &mut PerfState, now: u64) -> Option<Transition> 
     }
 }
 
-async fn dlq_depth(state: &mut PerfState, now: u64) -> Option<Transition> {
-    let depth = match state.core.store.stats().await {
-        Ok(tables) => tables.entries("dead_letters").unwrap_or(0),
-        Err(e) => {
-            tracing::warn!(error = %e, "reading the DLQ depth");
-            return None;
-        }
-    };
+fn dlq_depth(state: &mut PerfState, gauges: Gauges, now: u64) -> Option<Transition> {
+    let depth = gauges.dlq_depth?;
     if depth < thresholds::DLQ_DEPTH {
         return state.alerts.clear(AlertKind::DlqDepth, "dlq", now);
     }
@@ -567,8 +600,9 @@ fn perf_report(state: &PerfState, now: u64) -> PerfReport {
     }
 }
 
-/// Logs every transition and, with `[alerts] destination`, stores it as a message for it.
-async fn publish(core: &Core, transitions: Vec<Transition>) {
+/// Logs every transition and, with `[alerts] destination`, stores it as a message for it:
+/// handed to the writer in order, with a callback that wakes the dispatcher after the commit.
+fn publish(core: &Arc<Core>, transitions: Vec<Transition>) {
     for transition in transitions {
         let (state, alert) = match &transition {
             Transition::Opened(a) => ("opened", a),
@@ -603,10 +637,14 @@ async fn publish(core: &Core, transitions: Vec<Transition>) {
             destinations: vec![destination],
             suppress: None,
         };
-        match core.store.insert_message_async(message).await {
-            Ok(_) => core.work.notify_one(),
-            Err(e) => tracing::error!(error = %e, "alert message not stored"),
-        }
+        let work = Arc::clone(&core.work);
+        core.store.insert_message(
+            message,
+            Box::new(move |outcome| match outcome {
+                Ok(_) => work.notify_one(),
+                Err(e) => tracing::error!(error = %e, "alert message not stored"),
+            }),
+        );
     }
 }
 

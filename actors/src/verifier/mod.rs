@@ -14,7 +14,8 @@ pub mod schemes;
 use std::sync::Arc;
 
 use herald_storage::{
-    AuditEntry, DedupeKey, MessageId, MessageRecord, NewMessage, NewSuppression, SuppressionRecord,
+    AuditEntry, Channel, DedupeKey, MessageId, MessageRecord, NewMessage, NewSuppression,
+    Recipient, SuppressionRecord,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
@@ -113,7 +114,11 @@ fn verify(core: &Core, webhook: &InboundWebhook) -> Result<NewMessage, VerifyErr
             external_id: Some(verified.id),
             event_type,
             content_type,
-            recipient: fields.recipient,
+            // The one canonical form of the recipient; a field that is not one is ignored.
+            recipient: fields
+                .recipient
+                .as_deref()
+                .and_then(|r| Recipient::parse(r).ok()),
             channel: fields.channel,
             category: fields.category,
             received_at_ms: now_ms,
@@ -124,9 +129,6 @@ fn verify(core: &Core, webhook: &InboundWebhook) -> Result<NewMessage, VerifyErr
         suppress,
     })
 }
-
-/// Channels a suppression may name.
-const CHANNELS: [&str; 5] = ["webhook", "email", "sms", "push", "in_app"];
 
 /// The feedback loop: a verified event whose type the source maps to a reason (a bounce, a
 /// complaint) suppresses the body's `recipient` on its `channel` (default `email`).
@@ -139,12 +141,13 @@ fn feedback(
 ) -> Option<(NewSuppression, AuditEntry)> {
     let event_type = event_type?;
     let reason = source.suppress_on.get(event_type)?;
-    let recipient = fields.recipient.clone().filter(|r| !r.is_empty())?;
+    let recipient = Recipient::parse(fields.recipient.as_deref()?).ok()?;
     let channel = fields
         .channel
         .as_deref()
-        .filter(|c| CHANNELS.contains(c))
-        .unwrap_or("email")
+        .and_then(|c| c.parse::<Channel>().ok())
+        .unwrap_or(Channel::Email)
+        .as_str()
         .to_owned();
     let actor = format!("source:{source_name}");
     let record = SuppressionRecord {
@@ -158,7 +161,7 @@ fn feedback(
         at_ms: now_ms,
         actor,
         action: "suppression.create".into(),
-        subject: recipient.clone(),
+        subject: recipient.as_str().to_owned(),
         before: None,
         after: Some(serde_json::json!({
             "channel": channel,
