@@ -134,7 +134,7 @@ echo "   delivered $((SECONDS - retried))s after the retry"
 
 step "the console: GET / redirects to /console/"
 out=$(curl -s -o /dev/null -w '%{http_code} %{redirect_url}' "http://$API/")
-[[ "$out" == "302 http://$API/console/" ]] || fail "GET /: $out"
+[[ "$out" == "303 http://$API/console/" ]] || fail "GET /: $out"
 
 step "the API's OpenAPI document is served without a token"
 out=$(curl -s "http://$API/openapi.json")

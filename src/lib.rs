@@ -107,6 +107,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tokens: http::Tokens::new(&config.api.tokens),
         max_body_bytes: config.server.max_body_bytes,
         body_timeout: BODY_TIMEOUT,
+        ingest_addr,
     });
     let limits = Limits {
         max_connections: config.server.max_connections,

@@ -333,16 +333,26 @@ async fn resend_delivers_again_with_the_same_webhook_id() {
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["requeued"], 2);
     receiver.wait_for(5, WAIT).await;
-    let (_, msg) = server
-        .api_get(&format!("/v1/messages/{id}"), ADMIN_TOKEN)
-        .await;
-    let attempts: Vec<usize> = msg["deliveries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["attempts"].as_array().unwrap().len())
-        .collect();
-    assert_eq!(attempts.iter().sum::<usize>(), 5, "{msg}");
+    // Each attempt's outcome is committed just after the receiver answered it.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, msg) = server
+            .api_get(&format!("/v1/messages/{id}"), ADMIN_TOKEN)
+            .await;
+        let attempts: usize = msg["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["attempts"].as_array().unwrap().len())
+            .sum();
+        if attempts == 5 {
+            break;
+        }
+        assert!(Instant::now() < deadline && attempts < 5, "{msg}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(receiver.received().len(), 5, "nothing more than asked for");
 
     // Audited; unknown ids and destinations are 404; a read token may not resend.
     let (_, trail) = server

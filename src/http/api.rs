@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderMap, Method, StatusCode};
 use hyper::Request;
 use hyper::body::Incoming;
 use serde_json::json;
@@ -16,10 +16,11 @@ use serde_json::json;
 use super::App;
 use super::auth::Caller;
 use super::query::Query;
-use super::response::{ApiError, Resp, empty, json};
+use super::response::{ApiError, Resp, json};
 use super::routes::{Access, Params, Route};
 use super::{
-    audit, destinations, dlq, messages, monitoring, openapi, preferences, subjects, suppressions,
+    audit, console, destinations, dlq, messages, monitoring, openapi, preferences, subjects,
+    suppressions,
 };
 
 pub async fn route(
@@ -43,7 +44,9 @@ struct Call<'a> {
     query: Query,
     headers: HeaderMap,
     body: Incoming,
-    /// The request path as sent, for the console's trailing-slash redirect.
+    /// `GET` or `HEAD` for the console; every other route has one method.
+    method: Method,
+    /// The request path as sent, for the console.
     path: String,
 }
 
@@ -55,6 +58,7 @@ async fn handle(
 ) -> Result<Resp, ApiError> {
     let caller = match route.access() {
         Access::Public => None,
+        Access::Authenticated => Some(app.tokens.authenticate(req.headers())?),
         Access::Token(scope) => {
             let caller = app.tokens.authenticate(req.headers())?;
             caller.require(scope)?;
@@ -69,6 +73,7 @@ async fn handle(
         caller,
         params,
         query,
+        method: parts.method,
         headers: parts.headers,
         body,
         path,
@@ -83,11 +88,12 @@ async fn dispatch(route: Route, call: Call<'_>) -> Result<Resp, ApiError> {
         caller,
         params: p,
         query,
+        method,
         headers,
         body,
         path,
     } = call;
-    // Every route that takes a caller has `Access::Token`, so it was authenticated above.
+    // Every route that takes a caller needs a token, so it was authenticated above.
     let caller = || {
         caller.as_ref().ok_or_else(|| {
             tracing::error!(route = route.label(), "a public route asked for its caller");
@@ -103,19 +109,18 @@ async fn dispatch(route: Route, call: Call<'_>) -> Result<Resp, ApiError> {
         Route::Readyz => Ok(readiness(app).await),
         Route::Metrics => monitoring::metrics(app).await,
         Route::OpenApi => Ok(openapi::serve()),
-        Route::Root => Ok(redirect(StatusCode::FOUND, "/console/")),
-        // `/console` → `/console/`, so that the page's relative links resolve under it.
-        Route::ConsoleAsset if path == "/console" => {
-            Ok(redirect(StatusCode::PERMANENT_REDIRECT, "/console/"))
+        // The console answers `/` and `/console` with a redirect to `/console/`, and its files
+        // with their own security headers.
+        Route::Root | Route::ConsoleAsset => {
+            console::asset(&method, &path, &headers, app.ingest_addr.port())
+                .ok_or_else(|| ApiError::not_found(format_args!("console file {path}")))
         }
-        Route::ConsoleAsset => console_asset(p.get("path")),
+        Route::WhoAmI => Ok(console::whoami(caller()?)),
 
         Route::ListMessages => messages::list(app, &query).await,
         Route::PublishMessage => messages::publish(app, &headers, body).await,
         Route::GetMessage => messages::get(app, p.get("id")).await,
-        Route::ResendMessage => {
-            messages::resend(app, caller()?, p.get("id"), &headers, body).await
-        }
+        Route::ResendMessage => messages::resend(app, caller()?, p.get("id"), &headers, body).await,
 
         Route::ListDestinations => destinations::list(app).await,
         Route::CreateDestination => destinations::create(app, caller()?, &headers, body).await,
@@ -145,9 +150,7 @@ async fn dispatch(route: Route, call: Call<'_>) -> Result<Resp, ApiError> {
         Route::PutPreferences => {
             preferences::put(app, caller()?, p.get("recipient"), &headers, body).await
         }
-        Route::ResetPreferences => {
-            preferences::reset(app, caller()?, p.get("recipient")).await
-        }
+        Route::ResetPreferences => preferences::reset(app, caller()?, p.get("recipient")).await,
         Route::OptOut => {
             preferences::opt(app, caller()?, p.get("recipient"), false, &headers, body).await
         }
@@ -189,20 +192,4 @@ async fn readiness(app: &App) -> Resp {
         )
         .into_response()
     }
-}
-
-fn redirect(status: StatusCode, to: &'static str) -> Resp {
-    let mut resp = empty(status);
-    resp.headers_mut()
-        .insert(header::LOCATION, HeaderValue::from_static(to));
-    resp
-}
-
-// ---- The console, written on another branch; wired here, and only here, at merge -----------
-
-/// The console's page and files (`path` is relative to `/console/`, empty for the page). The
-/// console lives in `src/http/console.rs` on its own branch; at merge this becomes
-/// `super::console::asset(path).ok_or_else(|| ApiError::not_found(...))`.
-fn console_asset(path: &str) -> Result<Resp, ApiError> {
-    Err(ApiError::not_found(format_args!("console file `{path}`")))
 }

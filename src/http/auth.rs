@@ -19,6 +19,11 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// The token's scopes as configured (`admin` implies the others).
+    pub fn scopes(&self) -> &[Scope] {
+        &self.scopes
+    }
+
     pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
         if self.scopes.contains(&scope) || self.scopes.contains(&Scope::Admin) {
             Ok(())

@@ -118,6 +118,18 @@ pub async fn list(app: &App, query: &Query) -> Result<Resp, ApiError> {
         status,
         source: query.get("source").map(str::to_owned),
         event_type: query.get("event_type").map(str::to_owned),
+        recipient: query
+            .get("recipient")
+            .map(|r| herald_actors::admin::recipient("recipient", r))
+            .transpose()?,
+        since_ms: query
+            .get("since")
+            .map(|s| super::dlq::parse_time("since", s))
+            .transpose()?,
+        until_ms: query
+            .get("until")
+            .map(|s| super::dlq::parse_time("until", s))
+            .transpose()?,
     };
     let found = app
         .herald

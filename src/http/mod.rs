@@ -12,6 +12,7 @@ mod api;
 mod audit;
 pub mod auth;
 mod body;
+pub mod console;
 mod destinations;
 mod dlq;
 mod ingest;
@@ -60,6 +61,8 @@ pub struct App {
     pub max_body_bytes: usize,
     /// How long a client may take to send its body once the headers are in.
     pub body_timeout: Duration,
+    /// The ingest port's address: the console sends its web vitals there.
+    pub ingest_addr: std::net::SocketAddr,
 }
 
 pub fn ingest_handler(app: &Arc<App>) -> server::Handler {

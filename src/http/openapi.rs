@@ -141,7 +141,7 @@ unknown token is answered 401 `unauthorized`; a token without the operation's sc
 A path that is no route is 404 `not_found`; a route's path with another method, 405 \
 `method_not_allowed` with an `Allow` header.
 
-**Requests.** Bodies are JSON whatever the `Content-Type`; malformed JSON, an unknown, missing \
+**Requests.** `HEAD` is answered wherever `GET` is. Bodies are JSON whatever the `Content-Type`; malformed JSON, an unknown, missing \
 or ill-typed field, or a bad value is 400 `invalid_request`, its message naming the field. \
 Timestamps are RFC 3339 in UTC.
 
@@ -171,7 +171,10 @@ const TAGS: &[(&str, &str)] = &[
         "Latencies, budgets, alerts, the cache, storage.",
     ),
     ("operations", "Probes, metrics and this document; no token."),
-    ("console", "The operator console's files; no token."),
+    (
+        "console",
+        "The operator console: its files (no token), and who the signed-in token is.",
+    ),
 ];
 
 fn tag(route: Route) -> &'static str {
@@ -181,6 +184,7 @@ fn tag(route: Route) -> &'static str {
         .and_then(|rest| rest.split('/').next());
     match resource {
         Some("cache" | "perf" | "alerts" | "storage") => "monitoring",
+        Some("whoami") => "console",
         Some(resource) => TAGS
             .iter()
             .map(|(name, _)| *name)
@@ -236,6 +240,7 @@ fn page<T: ToSchema>(schemas: &mut Schemas) -> RefOr<Schema> {
 }
 
 /// What a route answers when it succeeds.
+#[derive(Clone, Copy)]
 enum Success {
     /// A JSON body.
     Json(u16, SchemaFn),
@@ -358,8 +363,9 @@ fn doc(route: Route) -> Doc {
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )),
         Route::OpenApi => Doc::ok(Success::Text("application/json")),
-        Route::Root => Doc::ok(Success::Redirect(302, "/console/")),
+        Route::Root => Doc::ok(Success::Redirect(303, "/console/")),
         Route::ConsoleAsset => Doc::ok(Success::Asset),
+        Route::WhoAmI => Doc::json(200, of::<WhoAmI>),
 
         Route::ListMessages => Doc::json(200, page::<MessageSummary>).paged(&[
             (
@@ -495,6 +501,14 @@ fn operation(
             }
             description.push_str("No token needed.");
         }
+        Access::Authenticated => {
+            if !description.is_empty() {
+                description.push_str("\n\n");
+            }
+            description.push_str("Any valid token, whatever its scopes.");
+            op = op.security(SecurityRequirement::new(BEARER, Vec::<String>::new()));
+            errors.push(401);
+        }
         Access::Token(scope) => {
             if !description.is_empty() {
                 description.push_str("\n\n");
@@ -549,7 +563,23 @@ fn operation(
     }
     errors.extend(d.errors);
 
-    op = match d.success {
+    op = with_success(op, d.success, schemas);
+    errors.sort_unstable();
+    errors.dedup();
+    for status in errors {
+        op = op.response(
+            status.to_string(),
+            ResponseBuilder::new()
+                .description(error_description(status))
+                .content("application/json", Content::new(Some(error.clone()))),
+        );
+    }
+    (http_method(&route.method()), op.build())
+}
+
+/// `op` with its success answers.
+fn with_success(op: OperationBuilder, success: Success, schemas: &mut Schemas) -> OperationBuilder {
+    match success {
         Success::Json(status, schema) => op.response(
             status.to_string(),
             ResponseBuilder::new()
@@ -564,28 +594,26 @@ fn operation(
                 .content(media, Content::new(None::<RefOr<Schema>>)),
         ),
         Success::Redirect(status, to) => op.response(status.to_string(), redirect(to)),
-        Success::Asset => {
-            errors.push(404);
-            op.response(
+        // A file server's answers: a missing file is a plain-text 404, for the browser.
+        Success::Asset => op
+            .response(
                 "200",
                 ResponseBuilder::new()
                     .description("The file, with its content type (`text/html` for the page).")
                     .content("*/*", Content::new(None::<RefOr<Schema>>)),
             )
-            .response("308", redirect("/console/"))
-        }
-    };
-    errors.sort_unstable();
-    errors.dedup();
-    for status in errors {
-        op = op.response(
-            status.to_string(),
-            ResponseBuilder::new()
-                .description(error_description(status))
-                .content("application/json", Content::new(Some(error.clone()))),
-        );
+            .response("303", redirect("/console/"))
+            .response(
+                "304",
+                ResponseBuilder::new().description("Not modified (`If-None-Match` and `ETag`)."),
+            )
+            .response(
+                "404",
+                ResponseBuilder::new()
+                    .description("No such file.")
+                    .content("text/plain", Content::new(None::<RefOr<Schema>>)),
+            ),
     }
-    (http_method(&route.method()), op.build())
 }
 
 fn redirect(to: &'static str) -> ResponseBuilder {
@@ -691,6 +719,24 @@ enum DeliveryStatus {
     Retrying,
     Dead,
     Suppressed,
+}
+
+/// What a token may do.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+enum ScopeName {
+    Read,
+    Write,
+    Publish,
+    Admin,
+}
+
+/// Who is calling.
+#[derive(ToSchema)]
+struct WhoAmI {
+    /// The token's name, as the audit trail records it.
+    name: String,
+    scopes: Vec<ScopeName>,
 }
 
 // -- messages
@@ -1271,11 +1317,17 @@ mod tests {
                     );
                     assert!(has("401") && has("403"), "{label}");
                 }
+                Access::Authenticated => {
+                    assert_eq!(op["security"], serde_json::json!([{BEARER: []}]), "{label}");
+                    assert!(has("401"), "{label}");
+                }
                 Access::Public => assert!(op.get("security").is_none(), "{label}"),
             }
             if param_names(route.template()).next().is_some() {
                 assert!(has("404"), "{label}");
             }
+            // The console's files are a file server's: a missing one is a plain-text 404.
+            let error_body = route != Route::ConsoleAsset;
             if op.get("requestBody").is_some() {
                 assert!(has("400") && has("413"), "{label}");
             }
@@ -1287,7 +1339,7 @@ mod tests {
             }
             let mut successes = 0;
             for (status, response) in responses {
-                if status.starts_with('4') || status.starts_with('5') {
+                if error_body && (status.starts_with('4') || status.starts_with('5')) {
                     assert_eq!(
                         response["content"]["application/json"]["schema"], error,
                         "{label} {status}"

@@ -14,7 +14,8 @@
 //!
 //! Matching: a trailing `/` is ignored, a `{param}` takes one non-empty segment
 //! (percent-decoded), and where two templates fit a path the one with more literal segments wins
-//! (`POST /v1/dlq/retry` over `POST /v1/dlq/{id}`, were there one). A path that fits a template
+//! (`POST /v1/dlq/retry` over `POST /v1/dlq/{id}`, were there one). `HEAD` is routed as the
+//! `GET` of its path (hyper sends no body in answer to a `HEAD`). A path that fits a template
 //! of another method only is [`Found::WrongMethod`] (405, with the methods it has); anything
 //! else is [`Found::NoRoute`] (404).
 
@@ -67,6 +68,8 @@ pub enum Access {
     /// No token: probes, `/metrics`, the OpenAPI document, the console's static files, and the
     /// ingest port (whose webhooks prove themselves by signature).
     Public,
+    /// `Authorization: Bearer <token>` of any valid token, whatever its scopes.
+    Authenticated,
     /// `Authorization: Bearer <token>` of a token with this scope (`admin` implies every scope).
     Token(Scope),
 }
@@ -111,7 +114,7 @@ macro_rules! routes {
 
             pub const fn access(self) -> Access {
                 #[allow(unused_imports, reason = "a table may not use every scope")]
-                use {Access::{Public, Token}, Scope::{Admin, Publish, Read, Write}};
+                use {Access::{Authenticated, Public, Token}, Scope::{Admin, Publish, Read, Write}};
                 match self {
                     $(Route::$route => $access,)+
                 }
@@ -158,8 +161,11 @@ routes! {
     Root: Api GET "/" => Public;
     /// The operator console: its page and static files, embedded in the binary.
     ///
-    /// `path` is the file under `/console/` and may contain `/`; empty is the console's page.
+    /// `path` is the file under `/console/` and may contain `/`; empty is the console's page
+    /// (`/console` redirects to `/console/`). Files carry a strong `ETag`.
     ConsoleAsset: Api GET "/console/{path}" => Public;
+    /// The caller's token name and scopes (the console offers only what they allow).
+    WhoAmI: Api GET "/v1/whoami" => Authenticated;
 
     // ---- API port: messages ----------------------------------------------------------------
     /// List messages, newest first.
@@ -312,6 +318,11 @@ impl Params {
 
 /// The route `method` and `path` (without the query) name on `port`.
 pub fn find(port: Port, method: &Method, path: &str) -> Found {
+    let method = if method == Method::HEAD {
+        &Method::GET
+    } else {
+        method
+    };
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
     let mut best: Option<(usize, &Template)> = None;
     let mut allowed = Vec::new();
@@ -331,7 +342,12 @@ pub fn find(port: Port, method: &Method, path: &str) -> Found {
     match best {
         Some((_, template)) => Found::Route(template.route, template.params(&segments)),
         None if allowed.is_empty() => Found::NoRoute,
-        None => Found::WrongMethod(allowed),
+        None => {
+            if allowed.contains(&Method::GET) {
+                allowed.push(Method::HEAD);
+            }
+            Found::WrongMethod(allowed)
+        }
     }
 }
 
@@ -509,11 +525,19 @@ mod tests {
     fn other_methods_and_unknown_paths() {
         assert_eq!(
             found(Port::Api, "PUT", "/v1/messages"),
-            Found::WrongMethod(vec![Method::GET, Method::POST])
+            Found::WrongMethod(vec![Method::GET, Method::POST, Method::HEAD])
         );
         assert_eq!(
             found(Port::Ingest, "GET", "/webhooks/demo"),
             Found::WrongMethod(vec![Method::POST])
+        );
+        assert_eq!(
+            found(Port::Api, "POST", "/v1/perf"),
+            Found::WrongMethod(vec![Method::GET, Method::HEAD])
+        );
+        assert_eq!(
+            route(Port::Api, "HEAD", "/console/app.js").unwrap().0,
+            Route::ConsoleAsset
         );
         // `GET /v1/dlq/retry` is the dead delivery whose id is `retry` (there is none).
         assert_eq!(

@@ -111,6 +111,20 @@ pub(crate) fn record(
     if !delivery.status.is_live() {
         return Ok(false);
     }
+    // An attempt (or decision) that began by the time of a resend was asked for before it: it
+    // goes in the history, and the resend's fresh round stays queued, so the receiver still
+    // gets the delivery the resend promised.
+    let started = attempt.map_or(now_ms, |a| a.at_ms);
+    if delivery
+        .resent_at_ms
+        .is_some_and(|resent| started <= resent)
+    {
+        if let Some(attempt) = attempt {
+            delivery.attempts.push(attempt.clone());
+            put_delivery(tx, id, dest, &delivery)?;
+        }
+        return Ok(true);
+    }
     if let Some(due) = delivery.next_attempt_at_ms {
         tx.deliveries_due()?.remove((dest, due, id))?;
     }
@@ -226,6 +240,7 @@ pub(crate) fn resend(
         delivery.round_attempts = 0;
         delivery.reason = None;
         delivery.next_attempt_at_ms = Some(now_ms);
+        delivery.resent_at_ms = Some(now_ms);
         tx.deliveries_due()?.insert((dest, now_ms, id), ())?;
         put_delivery(tx, id, dest, &delivery)?;
         requeued += 1;

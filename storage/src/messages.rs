@@ -182,6 +182,11 @@ pub struct MessageFilter {
     pub status: Option<DeliveryStatus>,
     pub source: Option<String>,
     pub event_type: Option<String>,
+    pub recipient: Option<crate::Recipient>,
+    /// Received at or after this time (Unix ms).
+    pub since_ms: Option<u64>,
+    /// Received before this time (Unix ms).
+    pub until_ms: Option<u64>,
 }
 
 /// A message as the API shows it.
@@ -224,11 +229,22 @@ pub(crate) fn list(
     limit: usize,
 ) -> Result<Page<MessageView>> {
     let messages = txn.open_table(MESSAGES)?;
-    let upper = after.map_or(u128::MAX, |a| a.0);
+    // Ids are ULIDs, whose top 48 bits are the receipt time: the time bounds are key bounds.
+    let time_key = |ms: u64| u128::from(ms.min((1 << 48) - 1)) << 80;
+    let upper = after
+        .map_or(u128::MAX, |a| a.0)
+        .min(filter.until_ms.map_or(u128::MAX, time_key));
+    let lower = filter.since_ms.map_or(0, time_key);
+    if lower >= upper {
+        return Ok(Page {
+            items: Vec::new(),
+            next: None,
+        });
+    }
     let mut items = Vec::new();
     let mut last_seen = None;
     let mut scanned = 0;
-    for entry in messages.range(..upper)?.rev() {
+    for entry in messages.range(lower..upper)?.rev() {
         let (key, raw) = entry?;
         let id = MessageId(key.value());
         last_seen = Some(id);
@@ -236,6 +252,7 @@ pub(crate) fn list(
         let (record, _) = decode_message(raw.value())?;
         if filter.source.is_some() && record.source != filter.source
             || filter.event_type.is_some() && record.event_type != filter.event_type
+            || filter.recipient.is_some() && record.recipient != filter.recipient
         {
             continue;
         }
@@ -257,7 +274,7 @@ pub(crate) fn list(
     }
     // More may follow only if we stopped early; then resume after the last message examined.
     let next = match last_seen {
-        Some(id) if messages.range(..id.0)?.next().is_some() => Some(id),
+        Some(id) if messages.range(lower..id.0)?.next().is_some() => Some(id),
         _ => None,
     };
     Ok(Page { items, next })

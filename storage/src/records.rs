@@ -157,6 +157,11 @@ pub struct DeliveryRecord {
     /// Why it is `suppressed`, or why it died without an attempt (e.g. its destination was deleted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// When it was last resent (`POST /v1/messages/{id}/resend`): an attempt that began by then
+    /// was asked for before the resend, so its outcome is kept in the history without using up
+    /// the resend's fresh round.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resent_at_ms: Option<u64>,
 }
 
 impl DeliveryRecord {
@@ -169,6 +174,7 @@ impl DeliveryRecord {
             round_attempts: 0,
             dead_at_ms: None,
             reason: None,
+            resent_at_ms: None,
         }
     }
 }
