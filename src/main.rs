@@ -7,9 +7,14 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use herald::config::{self, Config, LogFormat};
 
+mod receive;
+
 #[derive(Debug, Parser)]
 #[command(version, about = "Signed webhooks in, reliable webhooks out.")]
 struct Cli {
+    /// Config file; default `$HERALD_CONFIG`, else `./config.toml`.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -17,9 +22,9 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the service (the default).
-    Serve(ConfigArg),
+    Serve,
     /// Validate a config file: exit 0, or exit 2 with one line per problem.
-    CheckConfig(ConfigArg),
+    CheckConfig,
     /// Print Standard Webhooks headers for a body read from stdin or --file.
     Sign {
         /// The source's secret, `whsec_<base64>`.
@@ -35,31 +40,38 @@ enum Command {
         #[arg(long)]
         file: Option<PathBuf>,
     },
+    /// Print the API port's OpenAPI 3.1 document (as served at `/openapi.json`).
+    Openapi,
+    /// A demo receiver: print every request and whether its signature verifies.
+    Receive {
+        /// Where to listen.
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: std::net::SocketAddr,
+        /// The destination's secret, `whsec_<base64>`; by default that of the config's
+        /// destination whose URL points at --listen.
+        #[arg(long)]
+        secret: Option<String>,
+        /// The status to answer (try 503 to watch retries).
+        #[arg(long, default_value_t = 200)]
+        status: u16,
+    },
 }
 
-#[derive(Debug, clap::Args, Default)]
-struct ConfigArg {
-    /// Config file; default `$HERALD_CONFIG`, else `./config.toml`.
-    #[arg(long)]
-    config: Option<PathBuf>,
-}
-
-impl ConfigArg {
-    fn path(&self) -> PathBuf {
-        self.config
-            .clone()
-            .or_else(|| std::env::var_os("HERALD_CONFIG").map(PathBuf::from))
-            .unwrap_or_else(|| PathBuf::from("config.toml"))
-    }
+/// The config file's path: `--config`, else `$HERALD_CONFIG`, else `./config.toml`.
+fn config_path(flag: Option<&Path>) -> PathBuf {
+    flag.map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("HERALD_CONFIG").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("config.toml"))
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command.unwrap_or(Command::Serve(ConfigArg::default())) {
-        Command::Serve(arg) => serve(&arg),
-        Command::CheckConfig(arg) => match config::load(&arg.path()) {
+    let path = config_path(cli.config.as_deref());
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(&path),
+        Command::CheckConfig => match config::load(&path) {
             Ok(_) => {
-                println!("{}: ok", arg.path().display());
+                println!("{}: ok", path.display());
                 ExitCode::SUCCESS
             }
             Err(errors) => {
@@ -73,11 +85,26 @@ fn main() -> ExitCode {
             timestamp,
             file,
         } => sign(&secret, &id, timestamp, file.as_deref()),
+        Command::Openapi => {
+            print!("{}", herald::http::openapi::to_json());
+            ExitCode::SUCCESS
+        }
+        Command::Receive {
+            listen,
+            secret,
+            status,
+        } => {
+            // The config only supplies the secret to check against: a missing or broken file
+            // leaves signatures unchecked rather than stopping the demo.
+            let config = secret.is_none().then(|| config::load(&path).ok()).flatten();
+            let receiving = receive::run(listen, secret.as_deref(), status, config.as_ref());
+            runtime(false).map_or(ExitCode::FAILURE, |rt| rt.block_on(receiving))
+        }
     }
 }
 
-fn serve(arg: &ConfigArg) -> ExitCode {
-    let config = match config::load(&arg.path()) {
+fn serve(path: &Path) -> ExitCode {
+    let config = match config::load(path) {
         Ok(config) => config,
         Err(errors) => {
             eprintln!("{errors}");
@@ -88,15 +115,8 @@ fn serve(arg: &ConfigArg) -> ExitCode {
         eprintln!("log.level: {e}");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("could not start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime(true) else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(herald::run(config, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
@@ -105,6 +125,20 @@ fn serve(arg: &ConfigArg) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A tokio runtime (on all cores, or on this thread); `None`, said on stderr, if it cannot start.
+fn runtime(multi_thread: bool) -> Option<tokio::runtime::Runtime> {
+    let mut builder = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    builder
+        .enable_all()
+        .build()
+        .map_err(|e| eprintln!("could not start the runtime: {e}"))
+        .ok()
 }
 
 fn init_tracing(config: &Config) -> Result<(), String> {

@@ -140,3 +140,33 @@ fn sign_rejects_a_malformed_secret() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--secret"));
 }
+
+#[test]
+fn config_goes_before_or_after_the_subcommand_and_serve_is_the_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[server]\ningest_listn = \"127.0.0.1:1\"\n").unwrap();
+    for args in [
+        vec!["--config", path.to_str().unwrap(), "check-config"],
+        vec!["check-config", "--config", path.to_str().unwrap()],
+        // No subcommand: `serve`, on the file given.
+        vec!["--config", path.to_str().unwrap()],
+    ] {
+        let out = Command::new(HERALD).args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("ingest_listn"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn openapi_prints_the_committed_document() {
+    let out = Command::new(HERALD).arg("openapi").output().unwrap();
+    assert!(out.status.success());
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.json")).unwrap();
+    assert!(
+        String::from_utf8(out.stdout).unwrap() == committed,
+        "`herald openapi` differs from docs/openapi.json"
+    );
+}

@@ -32,8 +32,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use hdrhistogram::Histogram;
-// The edge's own route-template function: what the perf layer runs per request.
-use herald::http::routes::template;
+use herald::http::routes::{self, Port};
+
+/// What the perf layer runs per request: the route table's match, and its label as a `String`.
+fn template(method: &Method, path: &str) -> String {
+    routes::find(Port::Ingest, method, path).label().to_owned()
+}
 use herald_actors::cache::{self, CacheCoordinator, CacheMsg, CacheSettings};
 use herald_actors::dispatcher::DeliverySettings;
 use herald_actors::dispatcher::breaker::BreakerPolicy;
@@ -993,7 +997,7 @@ fn markdown_perf(s: &mut String, p: &PerfLayer) {
     let _ = writeln!(s, "| piece | ns/request |\n|---|---|");
     let rows: [(&str, String); 9] = [
         (
-            "route template (herald::http::routes::template)",
+            "route match and label (herald::http::routes::find)",
             format!("{:.0}", p.template_ns),
         ),
         (

@@ -1,7 +1,9 @@
-//! The private API port: authenticated routes, health and readiness.
+//! The private API port's router: one arm per [`Route`] of the port.
 //!
-//! Routing is a match on (method, path segments), one small router per resource, so every
-//! route of the port is visible in this file. Each arm states the scope it needs.
+//! The route, its parameters, the 404 and the 405 come from the route table
+//! ([`super::routes`]); so does the scope check, made here once, before any handler runs, from
+//! [`Route::access`]. The `match` in [`dispatch`] has no wildcard: a route added to the table
+//! without a handler does not compile.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,94 +15,170 @@ use serde_json::json;
 
 use super::App;
 use super::auth::Caller;
-use super::query::{Query, segment};
+use super::query::Query;
 use super::response::{ApiError, Resp, json};
+use super::routes::{Access, Params, Route};
 use super::{
-    audit, console, destinations, dlq, messages, monitoring, preferences, subjects, suppressions,
+    audit, console, destinations, dlq, messages, monitoring, openapi, preferences, subjects,
+    suppressions,
 };
-use crate::config::Scope;
 
-pub async fn route(app: Arc<App>, req: Request<Incoming>, _peer: SocketAddr) -> Resp {
-    handle(&app, req)
+pub async fn route(
+    app: Arc<App>,
+    req: Request<Incoming>,
+    _peer: SocketAddr,
+    route: Route,
+    params: Params,
+) -> Resp {
+    handle(&app, req, route, params)
         .await
         .unwrap_or_else(ApiError::into_response)
 }
 
-/// What every resource router gets.
+/// What a handler gets: the caller (for routes that need a token), the path parameters, the
+/// query, and the request's headers and body.
 struct Call<'a> {
     app: &'a App,
-    caller: Caller,
-    method: Method,
+    caller: Option<Caller>,
+    params: Params,
     query: Query,
     headers: HeaderMap,
     body: Incoming,
+    /// `GET` or `HEAD` for the console; every other route has one method.
+    method: Method,
+    /// The request path as sent, for the console.
+    path: String,
 }
 
-async fn handle(app: &App, req: Request<Incoming>) -> Result<Resp, ApiError> {
+async fn handle(
+    app: &App,
+    req: Request<Incoming>,
+    route: Route,
+    params: Params,
+) -> Result<Resp, ApiError> {
+    let caller = match route.access() {
+        Access::Public => None,
+        Access::Authenticated => Some(app.tokens.authenticate(req.headers())?),
+        Access::Token(scope) => {
+            let caller = app.tokens.authenticate(req.headers())?;
+            caller.require(scope)?;
+            Some(caller)
+        }
+    };
     let path = req.uri().path().to_owned();
-    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
-
-    // Unauthenticated: probes for load balancers and orchestrators.
-    match (req.method(), segments.as_slice()) {
-        (&Method::GET, ["healthz"]) => return Ok(json(StatusCode::OK, &json!({"status": "ok"}))),
-        (&Method::GET, ["readyz"]) => return Ok(readiness(app).await),
-        (&Method::GET, ["metrics"]) => return monitoring::metrics(app).await,
-        _ => {}
-    }
-    // The console's static files: public, with their own security headers.
-    if let Some(resp) = console::asset(req.method(), &path, req.headers(), app.ingest_addr.port()) {
-        return Ok(resp);
-    }
-
-    let caller = app.tokens.authenticate(req.headers())?;
     let query = Query::parse(req.uri().query());
     let (parts, body) = req.into_parts();
     let call = Call {
         app,
         caller,
-        method: parts.method,
+        params,
         query,
+        method: parts.method,
         headers: parts.headers,
         body,
+        path,
     };
-    match segments.as_slice() {
-        ["v1", "messages", rest @ ..] => messages_routes(call, rest).await,
-        ["v1", "destinations", rest @ ..] => destinations_routes(call, rest).await,
-        ["v1", "dlq", rest @ ..] => dlq_routes(call, rest).await,
-        ["v1", "suppressions", rest @ ..] => suppressions_routes(call, rest).await,
-        ["v1", "preferences", rest @ ..] => preferences_routes(call, rest).await,
-        ["v1", "subjects", rest @ ..] => subjects_routes(call, rest).await,
-        ["v1", "whoami"] if call.method == Method::GET => Ok(console::whoami(&call.caller)),
-        ["v1", "perf"] if call.method == Method::GET => {
-            call.caller.require(Scope::Read)?;
-            monitoring::perf(app).await
+    dispatch(route, call).await
+}
+
+#[allow(clippy::too_many_lines, reason = "one arm per route, flat on purpose")]
+async fn dispatch(route: Route, call: Call<'_>) -> Result<Resp, ApiError> {
+    let Call {
+        app,
+        caller,
+        params: p,
+        query,
+        method,
+        headers,
+        body,
+        path,
+    } = call;
+    // Every route that takes a caller needs a token, so it was authenticated above.
+    let caller = || {
+        caller.as_ref().ok_or_else(|| {
+            tracing::error!(route = route.label(), "a public route asked for its caller");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            )
+        })
+    };
+    match route {
+        Route::Healthz => Ok(healthz()),
+        Route::Readyz => Ok(readiness(app).await),
+        Route::Metrics => monitoring::metrics(app).await,
+        Route::OpenApi => Ok(openapi::serve()),
+        // The console answers `/` and `/console` with a redirect to `/console/`, and its files
+        // with their own security headers.
+        Route::Root | Route::ConsoleAsset => {
+            console::asset(&method, &path, &headers, app.ingest_addr.port())
+                .ok_or_else(|| ApiError::not_found(format_args!("console file {path}")))
         }
-        ["v1", "alerts"] if call.method == Method::GET => {
-            call.caller.require(Scope::Read)?;
-            monitoring::alerts(app, &call.query).await
+        Route::WhoAmI => Ok(console::whoami(caller()?)),
+
+        Route::ListMessages => messages::list(app, &query).await,
+        Route::PublishMessage => messages::publish(app, &headers, body).await,
+        Route::GetMessage => messages::get(app, p.get("id")).await,
+        Route::ResendMessage => messages::resend(app, caller()?, p.get("id"), &headers, body).await,
+
+        Route::ListDestinations => destinations::list(app).await,
+        Route::CreateDestination => destinations::create(app, caller()?, &headers, body).await,
+        Route::GetDestination => destinations::get(app, p.get("name")).await,
+        Route::UpdateDestination => {
+            destinations::patch(app, caller()?, p.get("name"), &headers, body).await
         }
-        ["v1", "cache", "stats"] if call.method == Method::GET => {
-            call.caller.require(Scope::Read)?;
-            monitoring::cache_stats(app).await
+        Route::DeleteDestination => destinations::delete(app, caller()?, p.get("name")).await,
+        Route::RotateSecret => {
+            destinations::rotate(app, caller()?, p.get("name"), &headers, body).await
         }
-        ["v1", "cache", "invalidate"] if call.method == Method::POST => {
-            call.caller.require(Scope::Write)?;
-            monitoring::cache_invalidate(app, &call.headers, call.body).await
+
+        Route::ListDeadLetters => dlq::list(app, &query).await,
+        Route::RetryDeadLetters => dlq::bulk_retry(app, caller()?, &headers, body).await,
+        Route::GetDeadLetter => dlq::get(app, p.get("id")).await,
+        Route::DiscardDeadLetter => dlq::discard(app, caller()?, p.get("id")).await,
+        Route::RetryDeadLetter => dlq::retry(app, caller()?, p.get("id")).await,
+
+        Route::ListSuppressions => suppressions::list(app, &query).await,
+        Route::CreateSuppression => suppressions::create(app, caller()?, &headers, body).await,
+        Route::BulkSuppress => suppressions::bulk(app, caller()?, &headers, body).await,
+        Route::DeleteSuppression => {
+            let (recipient, channel) = (p.get("recipient"), p.get("channel"));
+            suppressions::delete(app, caller()?, recipient, channel).await
         }
-        ["v1", "storage"] if call.method == Method::GET => {
-            call.caller.require(Scope::Read)?;
-            monitoring::storage(app).await
+        Route::GetPreferences => preferences::get(app, p.get("recipient")).await,
+        Route::PutPreferences => {
+            preferences::put(app, caller()?, p.get("recipient"), &headers, body).await
         }
-        ["v1", "storage", "maintenance"] if call.method == Method::POST => {
-            call.caller.require(Scope::Admin)?;
-            monitoring::maintenance(app).await
+        Route::ResetPreferences => preferences::reset(app, caller()?, p.get("recipient")).await,
+        Route::OptOut => {
+            preferences::opt(app, caller()?, p.get("recipient"), false, &headers, body).await
         }
-        ["v1", "audit"] if call.method == Method::GET => {
-            call.caller.require(Scope::Read)?;
-            audit::list(app, &call.query).await
+        Route::OptIn => {
+            preferences::opt(app, caller()?, p.get("recipient"), true, &headers, body).await
         }
-        _ => Err(ApiError::not_found(format_args!("route {path}"))),
+
+        Route::ExportSubject => subjects::export(app, p.get("recipient")).await,
+        Route::EraseSubject => subjects::erase(app, caller()?, p.get("recipient")).await,
+        Route::ListAudit => audit::list(app, &query).await,
+
+        Route::CacheStats => monitoring::cache_stats(app).await,
+        Route::InvalidateCache => monitoring::cache_invalidate(app, &headers, body).await,
+        Route::Perf => monitoring::perf(app).await,
+        Route::ListAlerts => monitoring::alerts(app, &query).await,
+        Route::Storage => monitoring::storage(app).await,
+        Route::RunMaintenance => monitoring::maintenance(app).await,
+
+        // The ingest port's own routes: `find` never yields them for this port.
+        Route::Webhook | Route::Vitals | Route::VitalsPreflight => {
+            Err(ApiError::not_found(format_args!("route {path}")))
+        }
     }
+}
+
+/// `GET /healthz`, on both ports.
+pub(super) fn healthz() -> Resp {
+    json(StatusCode::OK, &json!({"status": "ok"}))
 }
 
 async fn readiness(app: &App) -> Resp {
@@ -113,196 +191,5 @@ async fn readiness(app: &App) -> Resp {
             "storage is not ready",
         )
         .into_response()
-    }
-}
-
-async fn messages_routes(c: Call<'_>, rest: &[&str]) -> Result<Resp, ApiError> {
-    let Call {
-        app,
-        caller,
-        method,
-        query,
-        headers,
-        body,
-    } = c;
-    match (method, rest) {
-        (Method::GET, []) => {
-            caller.require(Scope::Read)?;
-            messages::list(app, &query).await
-        }
-        (Method::POST, []) => {
-            caller.require(Scope::Publish)?;
-            messages::publish(app, &headers, body).await
-        }
-        (Method::GET, [id]) => {
-            caller.require(Scope::Read)?;
-            messages::get(app, id).await
-        }
-        (Method::POST, [id, "resend"]) => {
-            caller.require(Scope::Write)?;
-            messages::resend(app, &caller, id, &headers, body).await
-        }
-        (_, [] | [_] | [_, "resend"]) => Err(ApiError::method_not_allowed()),
-        _ => Err(ApiError::not_found("route")),
-    }
-}
-
-async fn destinations_routes(c: Call<'_>, rest: &[&str]) -> Result<Resp, ApiError> {
-    let Call {
-        app,
-        caller,
-        method,
-        headers,
-        body,
-        ..
-    } = c;
-    match (method, rest) {
-        (Method::GET, []) => {
-            caller.require(Scope::Read)?;
-            destinations::list(app).await
-        }
-        (Method::POST, []) => {
-            caller.require(Scope::Write)?;
-            destinations::create(app, &caller, &headers, body).await
-        }
-        (Method::GET, [name]) => {
-            caller.require(Scope::Read)?;
-            destinations::get(app, name).await
-        }
-        (Method::PATCH, [name]) => {
-            caller.require(Scope::Write)?;
-            destinations::patch(app, &caller, name, &headers, body).await
-        }
-        (Method::DELETE, [name]) => {
-            caller.require(Scope::Write)?;
-            destinations::delete(app, &caller, name).await
-        }
-        (Method::POST, [name, "rotate-secret"]) => {
-            caller.require(Scope::Write)?;
-            destinations::rotate(app, &caller, name, &headers, body).await
-        }
-        (_, [] | [_] | [_, "rotate-secret"]) => Err(ApiError::method_not_allowed()),
-        _ => Err(ApiError::not_found("route")),
-    }
-}
-
-async fn dlq_routes(c: Call<'_>, rest: &[&str]) -> Result<Resp, ApiError> {
-    let Call {
-        app,
-        caller,
-        method,
-        query,
-        headers,
-        body,
-    } = c;
-    match (method, rest) {
-        (Method::GET, []) => {
-            caller.require(Scope::Read)?;
-            dlq::list(app, &query).await
-        }
-        (Method::POST, ["retry"]) => {
-            caller.require(Scope::Write)?;
-            dlq::bulk_retry(app, &caller, &headers, body).await
-        }
-        (Method::GET, [id]) => {
-            caller.require(Scope::Read)?;
-            dlq::get(app, id).await
-        }
-        (Method::DELETE, [id]) => {
-            caller.require(Scope::Write)?;
-            dlq::discard(app, &caller, id).await
-        }
-        (Method::POST, [id, "retry"]) => {
-            caller.require(Scope::Write)?;
-            dlq::retry(app, &caller, id).await
-        }
-        (_, [] | [_] | [_, "retry"]) => Err(ApiError::method_not_allowed()),
-        _ => Err(ApiError::not_found("route")),
-    }
-}
-
-async fn suppressions_routes(c: Call<'_>, rest: &[&str]) -> Result<Resp, ApiError> {
-    let Call {
-        app,
-        caller,
-        method,
-        query,
-        headers,
-        body,
-    } = c;
-    match (method, rest) {
-        (Method::GET, []) => {
-            caller.require(Scope::Read)?;
-            suppressions::list(app, &query).await
-        }
-        (Method::POST, []) => {
-            caller.require(Scope::Write)?;
-            suppressions::create(app, &caller, &headers, body).await
-        }
-        (Method::POST, ["bulk"]) => {
-            caller.require(Scope::Admin)?;
-            suppressions::bulk(app, &caller, &headers, body).await
-        }
-        (Method::DELETE, [recipient, channel]) => {
-            caller.require(Scope::Write)?;
-            let (recipient, channel) = (segment(recipient), segment(channel));
-            suppressions::delete(app, &caller, &recipient, &channel).await
-        }
-        (_, [] | ["bulk"] | [_, _]) => Err(ApiError::method_not_allowed()),
-        _ => Err(ApiError::not_found("route")),
-    }
-}
-
-async fn preferences_routes(c: Call<'_>, rest: &[&str]) -> Result<Resp, ApiError> {
-    let Call {
-        app,
-        caller,
-        method,
-        headers,
-        body,
-        ..
-    } = c;
-    match (method, rest) {
-        (Method::GET, [recipient]) => {
-            caller.require(Scope::Read)?;
-            preferences::get(app, &segment(recipient)).await
-        }
-        (Method::PUT, [recipient]) => {
-            caller.require(Scope::Write)?;
-            preferences::put(app, &caller, &segment(recipient), &headers, body).await
-        }
-        (Method::DELETE, [recipient]) => {
-            caller.require(Scope::Write)?;
-            preferences::reset(app, &caller, &segment(recipient)).await
-        }
-        (Method::POST, [recipient, action @ ("opt-out" | "opt-in")]) => {
-            caller.require(Scope::Write)?;
-            let allowed = *action == "opt-in";
-            preferences::opt(app, &caller, &segment(recipient), allowed, &headers, body).await
-        }
-        (_, [_] | [_, "opt-out" | "opt-in"]) => Err(ApiError::method_not_allowed()),
-        _ => Err(ApiError::not_found("route")),
-    }
-}
-
-/// Data subjects (GDPR): personal data in bulk, so `admin` only.
-async fn subjects_routes(c: Call<'_>, rest: &[&str]) -> Result<Resp, ApiError> {
-    let Call {
-        app,
-        caller,
-        method,
-        ..
-    } = c;
-    match (method, rest) {
-        (Method::GET, [recipient, "export"]) => {
-            caller.require(Scope::Admin)?;
-            subjects::export(app, &segment(recipient)).await
-        }
-        (Method::DELETE, [recipient]) => {
-            caller.require(Scope::Admin)?;
-            subjects::erase(app, &caller, &segment(recipient)).await
-        }
-        (_, [_] | [_, "export"]) => Err(ApiError::method_not_allowed()),
-        _ => Err(ApiError::not_found("route")),
     }
 }

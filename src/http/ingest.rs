@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use herald_actors::InboundWebhook;
-use http::{HeaderValue, Method, StatusCode, header};
+use http::{HeaderValue, StatusCode, header};
 use hyper::Request;
 use hyper::body::Incoming;
 use serde_json::json;
@@ -18,30 +18,37 @@ use serde_json::json;
 use super::App;
 use super::body;
 use super::response::{ApiError, Resp, json};
+use super::routes::{Params, Route};
 
-pub async fn route(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Resp {
-    let path = req.uri().path().to_owned();
-    let result = match path.strip_prefix("/webhooks/") {
-        Some(source) if !source.is_empty() && !source.contains('/') => {
-            if req.method() == Method::POST {
-                let result = webhook(&app, source, req, peer).await;
-                // Only configured sources get a series: the label set stays bounded.
-                if app.herald.source(source).is_some() {
-                    let outcome = match &result {
-                        Ok(resp) if resp.status() == StatusCode::OK => "duplicate",
-                        Ok(_) => "accepted",
-                        Err(e) => e.code,
-                    };
-                    app.herald.core().metrics.ingest(source, outcome);
-                }
-                result
-            } else {
-                Err(ApiError::method_not_allowed())
+pub async fn route(
+    app: Arc<App>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    route: Route,
+    params: Params,
+) -> Resp {
+    let result = match route {
+        Route::Webhook => {
+            let source = params.get("source");
+            let result = webhook(&app, source, req, peer).await;
+            // Only configured sources get a series: the label set stays bounded.
+            if app.herald.source(source).is_some() {
+                let outcome = match &result {
+                    Ok(resp) if resp.status() == StatusCode::OK => "duplicate",
+                    Ok(_) => "accepted",
+                    Err(e) => e.code,
+                };
+                app.herald.core().metrics.ingest(source, outcome);
             }
+            result
         }
-        _ if path == "/healthz" => Ok(json(StatusCode::OK, &json!({"status": "ok"}))),
-        _ if path == "/vitals" => Ok(super::vitals::route(&app, req).await),
-        _ => Err(ApiError::not_found(format_args!("route {path}"))),
+        Route::Healthz => Ok(super::api::healthz()),
+        Route::Vitals | Route::VitalsPreflight => Ok(super::vitals::route(&app, req).await),
+        // The API port's routes: `find` never yields them for this port.
+        _ => Err(ApiError::not_found(format_args!(
+            "route {}",
+            req.uri().path()
+        ))),
     };
     result.unwrap_or_else(ApiError::into_response)
 }

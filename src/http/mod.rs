@@ -1,7 +1,10 @@
 //! The HTTP edge: two ports, each a hyper accept loop over a router.
 //!
-//! - ingest (public): `POST /webhooks/{source}`, `GET /healthz`
-//! - api (private): the authenticated `/v1` API, `/healthz`, `/readyz`
+//! - ingest (public): `POST /webhooks/{source}`, `POST /vitals`, `GET /healthz`
+//! - api (private): the authenticated `/v1` API, probes, `/metrics`, `/openapi.json`, the console
+//!
+//! Every route of both is in one table, [`routes::Route`]: the routers, the scope check, the
+//! latency labels and the OpenAPI document ([`openapi`]) all read it.
 //!
 //! Handlers translate between HTTP and [`herald_actors::Herald`]; no business rule lives here.
 
@@ -16,6 +19,7 @@ mod ingest;
 mod json_body;
 mod messages;
 mod monitoring;
+pub mod openapi;
 mod preferences;
 mod query;
 pub mod response;
@@ -31,6 +35,8 @@ use std::time::Duration;
 use herald_actors::Herald;
 
 pub use auth::Tokens;
+use response::ApiError;
+use routes::{Found, Params, Port, Route};
 
 /// What the fuzz targets under `fuzz/` reach (feature `fuzzing`). Not an API.
 #[cfg(feature = "fuzzing")]
@@ -60,39 +66,64 @@ pub struct App {
 }
 
 pub fn ingest_handler(app: &Arc<App>) -> server::Handler {
-    timed("ingest", app, |app, req, peer| {
-        Box::pin(ingest::route(app, req, peer))
+    port_handler(Port::Ingest, app, |app, req, peer, route, params| {
+        Box::pin(ingest::route(app, req, peer, route, params))
     })
 }
 
 pub fn api_handler(app: &Arc<App>) -> server::Handler {
-    timed("api", app, |app, req, peer| {
-        Box::pin(api::route(app, req, peer))
+    port_handler(Port::Api, app, |app, req, peer, route, params| {
+        Box::pin(api::route(app, req, peer, route, params))
     })
 }
 
-/// Wraps a port's router with the perf layer: every request's latency is recorded under its
-/// route template and status class.
-fn timed(
-    port: &'static str,
-    app: &Arc<App>,
-    route: fn(
-        Arc<App>,
-        hyper::Request<hyper::body::Incoming>,
-        std::net::SocketAddr,
-    ) -> server::BoxFuture,
-) -> server::Handler {
+/// A port's router: gets the request once the route table has matched it.
+type Router = fn(
+    Arc<App>,
+    hyper::Request<hyper::body::Incoming>,
+    std::net::SocketAddr,
+    Route,
+    Params,
+) -> server::BoxFuture;
+
+/// A port: the request is matched against the route table once, answered 404 or 405 here when
+/// it names no route, else handed to the port's router; its latency is recorded under the
+/// route's label and status class.
+fn port_handler(port: Port, app: &Arc<App>, router: Router) -> server::Handler {
     let app = Arc::clone(app);
     Arc::new(move |req, peer| {
         let app = Arc::clone(&app);
-        let template = routes::template(req.method(), req.uri().path());
+        let found = routes::find(port, req.method(), req.uri().path());
+        let label = found.label();
         Box::pin(async move {
             let started = std::time::Instant::now();
-            let resp = route(Arc::clone(&app), req, peer).await;
+            let resp = match found {
+                Found::Route(route, params) => {
+                    router(Arc::clone(&app), req, peer, route, params).await
+                }
+                Found::WrongMethod(allowed) => method_not_allowed(&allowed),
+                Found::NoRoute => {
+                    ApiError::not_found(format_args!("route {}", req.uri().path())).into_response()
+                }
+            };
             let took = started.elapsed();
             app.herald
-                .request_served(port, template, resp.status().as_u16(), took);
+                .request_served(port.name(), label.to_owned(), resp.status().as_u16(), took);
             resp
         })
     })
+}
+
+/// 405 with the `Allow` header RFC 9110 asks for.
+fn method_not_allowed(allowed: &[http::Method]) -> response::Resp {
+    let mut resp = ApiError::method_not_allowed().into_response();
+    let list = allowed
+        .iter()
+        .map(http::Method::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if let Ok(value) = http::HeaderValue::from_str(&list) {
+        resp.headers_mut().insert(http::header::ALLOW, value);
+    }
+    resp
 }

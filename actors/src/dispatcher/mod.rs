@@ -845,6 +845,15 @@ fn finish(
             )
         }
     };
+    if matches!(outcome, Outcome::Dead) {
+        tracing::warn!(
+            message_id = %key.message,
+            destination = %key.destination,
+            error = attempt.error.as_deref().unwrap_or("-"),
+            status = ?attempt.status_code,
+            "delivery dead after its last attempt: it is in the DLQ"
+        );
+    }
     metrics.delivery(&key.destination, outcome_label(&outcome, classify(result)));
     set_circuit_gauge(metrics, &key.destination, &dest.circuit);
     let destination = changed.then(|| {
