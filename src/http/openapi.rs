@@ -887,6 +887,19 @@ struct Destination {
     created_at: String,
     #[schema(format = DateTime)]
     updated_at: String,
+    /// This destination's own per-attempt timeout, overriding `[delivery]`, if set.
+    timeout_ms: Option<u64>,
+    /// This destination's own attempts before the DLQ, if set.
+    max_attempts: Option<u32>,
+    /// This destination's own backoff base, if set.
+    backoff_base_ms: Option<u64>,
+    /// This destination's own backoff cap, if set.
+    backoff_max_ms: Option<u64>,
+    /// Static headers sent on every attempt.
+    headers: std::collections::BTreeMap<String, String>,
+    /// Until when each previous secret still signs too, newest first.
+    #[schema(value_type = Vec<String>)]
+    previous_secrets_valid_until: Vec<String>,
     circuit: Circuit,
     /// Deliveries waiting (`GET /v1/destinations/{name}` only).
     queued: Option<u64>,
@@ -913,6 +926,17 @@ struct CreateDestination {
     rate_limit_per_sec: Option<u32>,
     /// Default true.
     enabled: Option<bool>,
+    /// Per-attempt timeout overriding `[delivery]`; null removes the override.
+    timeout_ms: Option<u64>,
+    /// Attempts before the DLQ overriding `[delivery]`; null removes the override.
+    max_attempts: Option<u32>,
+    /// Backoff base overriding `[delivery]`; null removes the override.
+    backoff_base_ms: Option<u64>,
+    /// Backoff cap overriding `[delivery]`; null removes the override.
+    backoff_max_ms: Option<u64>,
+    /// Static headers on every attempt; `webhook-*`, `content-type`, `content-length` and
+    /// `host` cannot be set.
+    headers: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// Changes to a destination: absent fields are kept.
@@ -926,6 +950,17 @@ struct UpdateDestination {
     /// null removes the limit.
     rate_limit_per_sec: Option<u32>,
     enabled: Option<bool>,
+    /// Per-attempt timeout overriding `[delivery]`; null removes the override.
+    timeout_ms: Option<u64>,
+    /// Attempts before the DLQ overriding `[delivery]`; null removes the override.
+    max_attempts: Option<u32>,
+    /// Backoff base overriding `[delivery]`; null removes the override.
+    backoff_base_ms: Option<u64>,
+    /// Backoff cap overriding `[delivery]`; null removes the override.
+    backoff_max_ms: Option<u64>,
+    /// Static headers on every attempt; `webhook-*`, `content-type`, `content-length` and
+    /// `host` cannot be set.
+    headers: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// How to rotate a destination's secret.
@@ -942,6 +977,9 @@ struct RotatedSecret {
     secret: String,
     #[schema(format = DateTime)]
     previous_secret_valid_until: Option<String>,
+    /// Until when each previous secret still signs too, newest first.
+    #[schema(value_type = Vec<String>)]
+    previous_secrets_valid_until: Vec<String>,
 }
 
 // -- DLQ
