@@ -254,13 +254,15 @@ fuzz_target!(|input: Input<'_>| {
         }
     }
 
-    // `sign_standard` (outbound signing) always verifies under standard-webhooks.
+    // `sign_standard` (outbound signing) always verifies under standard-webhooks, for every id
+    // a sender may use: visible ASCII (anything else is a 400 `invalid_header`, CONTRACT §3).
     if let Some(Genuine {
         id,
         timestamp: Timestamp::Canonical(ts),
         ..
     }) = &input.genuine
         && !id.is_empty()
+        && id.bytes().all(|b| b.is_ascii_graphic())
         && let Ok(id_value) = HeaderValue::from_str(id)
     {
         let standard = &FIXTURES[0];
