@@ -41,12 +41,10 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
 use herald_actors::perf::budgets::Budget;
 use herald_actors::verifier::schemes::SourceRule;
-use serde::{Deserialize, Serialize};
 use toml::Table;
 
 /// The environment variable holding the config file's path. It is not an override.
@@ -493,50 +491,7 @@ impl fmt::Debug for Secret {
 // `herald_storage`'s types, here as in the API and in webhook bodies.
 pub use herald_storage::{Channel, Reason, UnknownKeyword};
 
-/// Declares an enum of keywords, with the same spelling in the config file, in serde, in
-/// `as_str`/`Display` and in `FromStr`.
-macro_rules! keyword_enum {
-    (
-        $(#[$meta:meta])*
-        $vis:vis enum $name:ident { $($(#[$variant_meta:meta])* $variant:ident = $text:literal,)+ }
-    ) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-        $vis enum $name {
-            $($(#[$variant_meta])* #[serde(rename = $text)] $variant,)+
-        }
-
-        impl $name {
-            /// Every variant, in declaration order.
-            #[allow(dead_code, reason = "a private keyword set may not need it")]
-            pub const ALL: &[Self] = &[$(Self::$variant),+];
-            const NAMES: &[&str] = &[$($text),+];
-
-            pub const fn as_str(self) -> &'static str {
-                match self {
-                    $(Self::$variant => $text,)+
-                }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = UnknownKeyword;
-
-            fn from_str(text: &str) -> Result<Self, UnknownKeyword> {
-                match text {
-                    $($text => Ok(Self::$variant),)+
-                    _ => Err(UnknownKeyword { value: text.to_owned(), expected: Self::NAMES }),
-                }
-            }
-        }
-    };
-}
+use herald_storage::keyword_enum;
 
 keyword_enum! {
     /// What an API token may do.

@@ -6,8 +6,6 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::{Deserialize, Serialize};
-
 /// A string that names none of a keyword enum's variants.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown value `{value}`; expected one of: {}", .expected.join(", "))]
@@ -16,20 +14,27 @@ pub struct UnknownKeyword {
     pub expected: &'static [&'static str],
 }
 
-/// Declares an enum of keywords with one spelling in serde, `as_str`/`Display` and `FromStr`.
+/// Declares an enum of keywords with one spelling in serde, `as_str`/`Display` and `FromStr`
+/// (whose error is [`UnknownKeyword`]). Exported: the config file's own vocabularies (scopes,
+/// log formats…) are declared with it too.
+#[macro_export]
 macro_rules! keyword_enum {
     (
         $(#[$meta:meta])*
         $vis:vis enum $name:ident { $($(#[$variant_meta:meta])* $variant:ident = $text:literal,)+ }
     ) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash,
+            ::serde::Serialize, ::serde::Deserialize,
+        )]
         $vis enum $name {
             $($(#[$variant_meta])* #[serde(rename = $text)] $variant,)+
         }
 
         impl $name {
             /// Every variant, in declaration order.
+            #[allow(dead_code, reason = "a private keyword set may not need it")]
             pub const ALL: &[Self] = &[$(Self::$variant),+];
             /// Every spelling, in declaration order.
             pub const NAMES: &[&str] = &[$($text),+];
@@ -41,19 +46,22 @@ macro_rules! keyword_enum {
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 f.write_str(self.as_str())
             }
         }
 
-        impl FromStr for $name {
-            type Err = UnknownKeyword;
+        impl ::std::str::FromStr for $name {
+            type Err = $crate::UnknownKeyword;
 
-            fn from_str(text: &str) -> Result<Self, UnknownKeyword> {
+            fn from_str(text: &str) -> Result<Self, $crate::UnknownKeyword> {
                 match text {
                     $($text => Ok(Self::$variant),)+
-                    _ => Err(UnknownKeyword { value: text.to_owned(), expected: Self::NAMES }),
+                    _ => Err($crate::UnknownKeyword {
+                        value: text.to_owned(),
+                        expected: Self::NAMES,
+                    }),
                 }
             }
         }
