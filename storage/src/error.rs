@@ -13,6 +13,12 @@ pub enum StorageError {
     /// redb failed: I/O, a full disk, a corrupted file.
     #[error("database: {0}")]
     Redb(#[source] Arc<redb::Error>),
+    /// PostgreSQL refused a statement or the connection failed.
+    #[error("postgresql: {0}")]
+    Postgres(#[source] Arc<tokio_postgres::Error>),
+    /// `storage.postgres_url` does not parse, or names no reachable database.
+    #[error("{0}")]
+    BadUrl(String),
     /// A stored record did not decode: a bug or a corrupted value, never user input.
     #[error("corrupt record in table `{table}`: {detail}")]
     Corrupt { table: &'static str, detail: String },
@@ -60,5 +66,18 @@ from_redb!(
     redb::SetDurabilityError,
     redb::CompactionError,
 );
+
+impl From<tokio_postgres::Error> for StorageError {
+    fn from(err: tokio_postgres::Error) -> Self {
+        Self::Postgres(Arc::new(err))
+    }
+}
+
+/// No connection could be had from the pool: the database is down or unreachable.
+impl From<deadpool_postgres::PoolError> for StorageError {
+    fn from(err: deadpool_postgres::PoolError) -> Self {
+        Self::Unavailable(format!("no connection to PostgreSQL: {err}"))
+    }
+}
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;

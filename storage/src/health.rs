@@ -293,7 +293,7 @@ impl Guard {
             return;
         };
         match reopen().and_then(|opened| {
-            crate::prepare_reopened(&opened)?;
+            crate::embedded::prepare_reopened(&opened)?;
             Ok(opened)
         }) {
             Ok(opened) => {

@@ -544,7 +544,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = redb::Database::create(dir.path().join("i.redb")).unwrap();
         let txn = db.begin_write().unwrap();
-        crate::create_tables(&txn).unwrap();
+        crate::embedded::create_tables(&txn).unwrap();
         let index = Index::load(&txn, IdempotencyOptions::default()).unwrap();
         assert_eq!(index.counts(), (0, 0, 0));
     }

@@ -1,22 +1,28 @@
-//! herald's embedded store: the only code that names redb.
+//! herald's store: typed operations over one of two backends, and the only code that names a
+//! database.
 //!
 //! # Design
-//! - One redb file. Every table and its key layout is listed in [`tables`].
-//! - **Writes** go through one writer thread that groups whatever is waiting into a single
-//!   transaction, committed at `Durability::Immediate` with two-phase commit, and answers each
-//!   request only after that commit returned ([`writer`]). A 2xx built on such an answer
-//!   survives `kill -9` and power loss.
-//! - **Reads** are redb MVCC snapshots on tokio's blocking pool: they never wait for the writer
-//!   and never block an async worker.
-//! - The public API is typed operations (`insert_message`, `list_messages`…); no redb type
-//!   crosses the crate boundary, so the rest of herald cannot open a transaction by mistake,
-//!   let alone hold one across an `.await`.
-//! - The schema version is checked at open: a newer file is refused rather than misread.
-//! - After an I/O error the writer reopens the database by itself, and a data file removed or
-//!   replaced under the process stops all writes ([`health`]).
+//! - [`Store`] is the whole API: typed operations (`insert_message`, `list_messages`…) that
+//!   every other crate calls. No database type crosses the crate boundary, so the rest of
+//!   herald cannot open a transaction by mistake, let alone hold one across an `.await`, and
+//!   cannot tell which backend runs.
+//! - **redb** (the default, [`embedded`]): one file. Every table and its key layout is listed
+//!   in [`tables`]. Writes go through one writer thread that groups whatever is waiting into a
+//!   single transaction, committed at `Durability::Immediate` with two-phase commit, and
+//!   answers each request only after that commit returned ([`writer`]); a 2xx built on such an
+//!   answer survives `kill -9` and power loss. Reads are MVCC snapshots on tokio's blocking
+//!   pool. After an I/O error the writer reopens the database by itself, and a data file
+//!   removed or replaced under the process stops all writes ([`health`]).
+//! - **PostgreSQL** ([`postgres`]): several herald nodes share one database. The same
+//!   operations, the same guarantees (an answer only after the commit, `synchronous_commit`
+//!   on), concurrent ingests and attempt outcomes grouped into one transaction; deliveries are
+//!   claimed with leases so each is in flight on one node at a time; the other nodes hear of
+//!   changes through `LISTEN`/`NOTIFY` ([`Change`]).
+//! - The schema version is checked at open: a newer database is refused rather than misread.
 
 pub mod deliveries;
 mod destinations;
+pub mod embedded;
 mod error;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
@@ -27,10 +33,14 @@ mod keywords;
 pub mod maintenance;
 pub mod messages;
 mod migrate;
+pub mod postgres;
 mod recipient;
 mod records;
 pub mod subjects;
 pub mod tables;
+#[cfg(feature = "test-hooks")]
+#[doc(hidden)]
+pub mod test_postgres;
 #[cfg(feature = "test-hooks")]
 #[doc(hidden)]
 pub mod testing;
@@ -38,11 +48,6 @@ mod tx;
 pub mod writer;
 
 use std::path::Path;
-use std::sync::Arc;
-
-use redb::{Database, ReadTransaction, ReadableDatabase};
-use tokio::sync::oneshot;
-use tx::Tx;
 
 pub use deliveries::{
     AttemptUpdate, DeadCursor, DeadFilter, DeadLetter, DeliveryKey, DueDelivery, Outcome,
@@ -53,6 +58,7 @@ pub use idempotency::IdempotencyOptions;
 pub use keywords::{Channel, Reason, SuppressedOn, UnknownKeyword};
 pub use maintenance::{IndexHealth, MaintenanceReport, StorageStats, TableInfo};
 pub use messages::{Accepted, DedupeKey, MessageFilter, MessageView, NewMessage, Page};
+pub use postgres::PostgresOptions;
 pub use recipient::{Recipient, RecipientError};
 pub use records::{
     Attempt, AuditEntry, BadMessageId, CircuitRecord, DeliveryRecord, DeliveryStatus,
@@ -64,6 +70,21 @@ pub use subjects::{
     SuppressionView,
 };
 pub use writer::{BatchStats, CommitObserver, Completion};
+
+/// A change another node committed to the shared database, of something this node's actors
+/// keep a copy of or wait for. Heard through PostgreSQL's `LISTEN`; a node never hears its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// New or re-queued deliveries: the queues are worth reading now.
+    Work,
+    /// A destination was created, changed (its circuit, disabling, secrets, policy) or deleted.
+    Destination(String),
+    /// A recipient's suppressions or preferences changed, or it was erased: its canonical form.
+    Subject(String),
+    /// Changes may have been missed (the listening connection was lost and is back): whatever
+    /// is kept from the database should be read again.
+    Resync,
+}
 
 /// How to open the store.
 #[derive(Clone)]
@@ -105,52 +126,44 @@ impl std::fmt::Debug for Options {
     }
 }
 
-/// A handle on the open database and its writer. Cheap to clone; all clones share both.
-#[derive(Clone)]
+/// herald's store: the typed operations every other crate uses, over whichever backend the
+/// configuration chose. Cheap to clone; all clones share the backend. Nothing above this crate
+/// can tell the backends apart, save by [`Store::backend`].
+#[derive(Clone, Debug)]
 pub struct Store {
-    /// The open database (none while it is being reopened) and its health.
-    db: Arc<health::DbCell>,
-    writer: writer::Writer,
-    /// The database file, for its size; `None` over a custom backend (no file to measure).
-    path: Option<Arc<Path>>,
-    /// Keyed pseudonyms of erased recipients; the key is read once, at open.
-    pseudonyms: Pseudonyms,
+    backend: Backend,
 }
 
-impl std::fmt::Debug for Store {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").finish_non_exhaustive()
-    }
+#[derive(Clone, Debug)]
+enum Backend {
+    Redb(embedded::Embedded),
+    Postgres(postgres::Shared),
+}
+
+/// Calls the same operation on whichever backend runs.
+macro_rules! dispatch {
+    ($self:ident . $($call:tt)+) => {
+        match &$self.backend {
+            Backend::Redb(backend) => backend.$($call)+,
+            Backend::Postgres(backend) => backend.$($call)+,
+        }
+    };
 }
 
 impl Store {
-    /// Opens (or creates) the database at `path`, creating its directory, every table and the
-    /// schema version, and starts the writer thread. Blocking: call it before serving, or from
-    /// a blocking context.
+    /// Opens (or creates) the embedded database at `path`, creating its directory, every
+    /// table and the schema version, and starts the writer thread. Blocking: call it before
+    /// serving, or from a blocking context.
     pub fn open(path: &Path, options: Options) -> Result<Self> {
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-        if let Some(dir) = dir {
-            std::fs::create_dir_all(dir).map_err(io_error)?;
-        }
-        if std::fs::metadata(path).map_or(true, |file| file.len() == 0) {
-            create_file(path, dir.unwrap_or(Path::new(".")), &options)?;
-        }
-        let db = builder(&options).create(path)?;
-        // Reopened only if it exists: a missing file is a lost one, never a new empty database.
-        let (again, settings) = (path.to_owned(), options.clone());
-        let reopen: health::Reopen = Box::new(move || Ok(builder(&settings).open(&again)?));
-        Self::start(db, Some(path.into()), options, Some(reopen))
+        embedded::Embedded::open(path, options).map(Self::redb)
     }
 
     /// [`Self::open`] over a custom redb storage backend instead of a file: for fault-injection
     /// tests, which run the store on a backend that fails writes, syncs or resizes on cue.
-    /// Creates the tables and checks the schema exactly as [`Self::open`] does. Only built with
-    /// the `test-hooks` feature, which this crate's own tests turn on: redb's types stay out of
-    /// herald's API. A store opened this way is never reopened.
+    /// Only built with the `test-hooks` feature. A store opened this way is never reopened.
     #[cfg(feature = "test-hooks")]
     pub fn open_with_backend(backend: impl redb::StorageBackend, options: Options) -> Result<Self> {
-        let db = builder(&options).create_with_backend(backend)?;
-        Self::start(db, None, options, None)
+        embedded::Embedded::open_with_backend(backend, options).map(Self::redb)
     }
 
     /// [`Self::open_with_backend`] with a way to open the backend again: a store that reopens
@@ -161,92 +174,55 @@ impl Store {
         B: redb::StorageBackend,
         F: Fn() -> std::io::Result<B> + Send + 'static,
     {
-        let db = builder(&options).create_with_backend(make().map_err(io_error)?)?;
-        let settings = options.clone();
-        let reopen: health::Reopen =
-            Box::new(
-                move || Ok(builder(&settings).create_with_backend(make().map_err(io_error)?)?),
-            );
-        Self::start(db, None, options, Some(reopen))
+        embedded::Embedded::open_with_backends(make, options).map(Self::redb)
     }
 
-    /// Creates the tables, migrates the file, loads the idempotency index and starts the
-    /// writer.
-    fn start(
-        db: Database,
-        path: Option<Arc<Path>>,
-        options: Options,
-        reopen: Option<health::Reopen>,
-    ) -> Result<Self> {
-        let db = Arc::new(db);
-        let (pseudonyms, index) = initialise(&db, options.idempotency)?;
-        let cell = Arc::new(health::DbCell::new(Arc::clone(&db)));
-        let guard = health::Guard::new(Arc::clone(&cell), path.as_deref(), reopen)?;
-        let writer = writer::Writer::spawn(db, options.observer, guard, Arc::clone(&cell), index)?;
-        Ok(Self {
-            db: cell,
-            writer,
-            path,
-            pseudonyms,
+    /// Connects to PostgreSQL, applies the schema's migrations (refusing a newer schema) and
+    /// starts this node's writer and its listener for the other nodes' changes (see
+    /// [`postgres`]).
+    pub async fn open_postgres(options: PostgresOptions) -> Result<Self> {
+        postgres::Shared::open(options).await.map(|backend| Self {
+            backend: Backend::Postgres(backend),
         })
     }
 
-    /// Runs `op` in the next group commit; `done` gets its outcome after the commit.
-    fn submit<T, F>(&self, op: F, done: Completion<T>)
-    where
-        T: Send + 'static,
-        F: FnMut(&mut Tx<'_>) -> Result<T> + Send + 'static,
-    {
-        self.writer.submit(op, done);
+    fn redb(backend: embedded::Embedded) -> Self {
+        Self {
+            backend: Backend::Redb(backend),
+        }
     }
 
-    /// Runs `op` in the next group commit and waits for the commit.
-    async fn write<T, F>(&self, op: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: FnMut(&mut Tx<'_>) -> Result<T> + Send + 'static,
-    {
-        let (tx, rx) = oneshot::channel();
-        self.submit(
-            op,
-            Box::new(move |outcome| {
-                let _ = tx.send(outcome);
-            }),
-        );
-        rx.await.unwrap_or(Err(StorageError::Closed))
+    /// Which backend runs: `"redb"` or `"postgres"`.
+    pub fn backend(&self) -> &'static str {
+        match self.backend {
+            Backend::Redb(_) => "redb",
+            Backend::Postgres(_) => "postgres",
+        }
     }
 
-    /// Runs `op` on a read snapshot, on the blocking pool.
-    async fn read<T, F>(&self, op: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&ReadTransaction) -> Result<T> + Send + 'static,
-    {
-        let db = self.db.get()?;
-        tokio::task::spawn_blocking(move || op(&db.begin_read()?))
-            .await
-            .unwrap_or_else(|join| Err(StorageError::Panicked(join.to_string())))
+    /// What other nodes changed in the shared database (always empty on redb: one node).
+    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<Change> {
+        dispatch!(self.changes())
     }
 
     /// Accepts a message (see [`messages`]); `done` is called after the commit.
     pub fn insert_message(&self, msg: NewMessage, done: Completion<Accepted>) {
-        self.submit(move |txn| messages::insert(txn, &msg), done);
+        dispatch!(self.insert_message(msg, done))
     }
 
     /// [`Self::insert_message`], awaiting the commit.
     pub async fn insert_message_async(&self, msg: NewMessage) -> Result<Accepted> {
-        self.write(move |txn| messages::insert(txn, &msg)).await
+        dispatch!(self.insert_message_async(msg).await)
     }
 
     /// Forgets idempotency keys accepted before `before_ms` (whole sealed runs at a time, so
     /// some live on a little longer); returns how many.
     pub async fn sweep_idempotency(&self, before_ms: u64) -> Result<usize> {
-        self.write(move |tx| idempotency::Index::sweep(tx, before_ms))
-            .await
+        dispatch!(self.sweep_idempotency(before_ms).await)
     }
 
     pub async fn message(&self, id: MessageId) -> Result<Option<MessageView>> {
-        self.read(move |txn| messages::get(txn, id)).await
+        dispatch!(self.message(id).await)
     }
 
     pub async fn list_messages(
@@ -255,32 +231,15 @@ impl Store {
         after: Option<MessageId>,
         limit: usize,
     ) -> Result<Page<MessageView>> {
-        self.read(move |txn| messages::list(txn, &filter, after, limit))
-            .await
+        dispatch!(self.list_messages(filter, after, limit).await)
     }
-
-    // ---- deliveries -------------------------------------------------------------------
 
     /// Applies an attempt's outcome, optionally with the destination's new state (its circuit,
     /// or its disabling after a 410) in the same commit; `done` is called after the commit with
     /// whether the delivery was still live. Only that state is taken from the attempt's record:
     /// the API's changes made meanwhile stay, and a destination deleted meanwhile stays deleted.
     pub fn record_attempt(&self, update: AttemptUpdate, done: Completion<bool>) {
-        self.submit(
-            move |tx| {
-                if let Some((name, record)) = &update.destination {
-                    destinations::apply_attempt(tx, name, record)?;
-                }
-                deliveries::record(
-                    tx,
-                    &update.key,
-                    update.attempt.as_ref(),
-                    &update.outcome,
-                    update.now_ms,
-                )
-            },
-            done,
-        );
+        dispatch!(self.record_attempt(update, done))
     }
 
     /// Up to `limit` deliveries of `destination` due by `now_ms`, skipping in-flight ones.
@@ -291,27 +250,17 @@ impl Store {
         limit: usize,
         skip: std::collections::HashSet<MessageId>,
     ) -> Result<Vec<DueDelivery>> {
-        self.read(move |txn| {
-            deliveries::due(txn, &destination, now_ms, limit, &|id| skip.contains(&id))
-        })
-        .await
+        dispatch!(self.due_deliveries(destination, now_ms, limit, skip).await)
     }
 
     /// When the earliest queued delivery of each destination is due.
     pub async fn next_due(&self, destinations: Vec<String>) -> Result<Vec<(String, Option<u64>)>> {
-        self.read(move |txn| {
-            destinations
-                .into_iter()
-                .map(|d| deliveries::next_due(txn, &d).map(|at| (d, at)))
-                .collect()
-        })
-        .await
+        dispatch!(self.next_due(destinations).await)
     }
 
     /// How many deliveries are queued for `destination`.
     pub async fn queued(&self, destination: String) -> Result<u64> {
-        self.read(move |txn| deliveries::queued(txn, &destination))
-            .await
+        dispatch!(self.queued(destination).await)
     }
 
     pub async fn list_dead(
@@ -320,17 +269,15 @@ impl Store {
         after: Option<DeadCursor>,
         limit: usize,
     ) -> Result<(Vec<DeadLetter>, Option<DeadCursor>)> {
-        self.read(move |txn| deliveries::list_dead(txn, &filter, after.as_ref(), limit))
-            .await
+        dispatch!(self.list_dead(filter, after, limit).await)
     }
 
     pub async fn dead(&self, key: DeliveryKey) -> Result<Option<DeadLetter>> {
-        self.read(move |txn| deliveries::get_dead(txn, &key)).await
+        dispatch!(self.dead(key).await)
     }
 
     pub async fn dead_keys(&self, filter: DeadFilter) -> Result<Vec<DeliveryKey>> {
-        self.read(move |txn| deliveries::dead_keys(txn, &filter))
-            .await
+        dispatch!(self.dead_keys(filter).await)
     }
 
     /// Re-queues dead deliveries with fresh attempts; returns how many were dead.
@@ -341,14 +288,7 @@ impl Store {
     where
         A: Fn(usize) -> Option<AuditEntry> + Send + 'static,
     {
-        self.write(move |tx| {
-            let n = deliveries::requeue(tx, &keys, now_ms)?;
-            if let Some(entry) = audit(n) {
-                subjects::append_audit(tx, &entry)?;
-            }
-            Ok(n)
-        })
-        .await
+        dispatch!(self.requeue(keys, now_ms, audit).await)
     }
 
     /// `POST /v1/messages/{id}/resend`: see [`deliveries::resend`]; `audit(n)` is committed
@@ -363,43 +303,26 @@ impl Store {
     where
         A: Fn(usize) -> AuditEntry + Send + 'static,
     {
-        self.write(move |tx| {
-            let requeued = deliveries::resend(tx, message, destination.as_deref(), now_ms)?;
-            if let Some(n) = requeued {
-                subjects::append_audit(tx, &audit(n))?;
-            }
-            Ok(requeued)
-        })
-        .await
+        dispatch!(self.resend(message, destination, now_ms, audit).await)
     }
 
     /// Removes a delivery from the DLQ, with its audit entry; false if it was not there (and
     /// nothing is written).
     pub async fn discard(&self, key: DeliveryKey, audit: AuditEntry) -> Result<bool> {
-        self.write(move |tx| {
-            let discarded = deliveries::discard(tx, &key)?;
-            if discarded {
-                subjects::append_audit(tx, &audit)?;
-            }
-            Ok(discarded)
-        })
-        .await
+        dispatch!(self.discard(key, audit).await)
     }
 
-    // ---- destinations -----------------------------------------------------------------
-
     pub async fn destination(&self, name: String) -> Result<Option<DestinationRecord>> {
-        self.read(move |txn| destinations::get(txn, &name)).await
+        dispatch!(self.destination(name).await)
     }
 
     pub async fn destinations(&self) -> Result<Vec<(String, DestinationRecord)>> {
-        self.read(destinations::list).await
+        dispatch!(self.destinations().await)
     }
 
     /// Creates or replaces a destination.
     pub async fn put_destination(&self, name: String, record: DestinationRecord) -> Result<()> {
-        self.write(move |tx| destinations::put(tx, &name, &record))
-            .await
+        dispatch!(self.put_destination(name, record).await)
     }
 
     /// Creates a destination unless one of that name exists (false if it did), with its audit
@@ -410,15 +333,7 @@ impl Store {
         record: DestinationRecord,
         audit: AuditEntry,
     ) -> Result<bool> {
-        self.write(move |tx| {
-            if destinations::get_for_update(tx, &name)?.is_some() {
-                return Ok(false);
-            }
-            destinations::put(tx, &name, &record)?;
-            subjects::append_audit(tx, &audit)?;
-            Ok(true)
-        })
-        .await
+        dispatch!(self.create_destination(name, record, audit).await)
     }
 
     /// Applies `change` to the stored destination in one transaction, so concurrent API calls
@@ -435,19 +350,7 @@ impl Store {
         F: Fn(&mut DestinationRecord) + Send + 'static,
         A: Fn(&DestinationRecord, &DestinationRecord) -> AuditEntry + Send + 'static,
     {
-        self.write(move |tx| {
-            let Some(mut record) = destinations::get_for_update(tx, &name)? else {
-                return Ok(None);
-            };
-            let before = record.clone();
-            change(&mut record);
-            destinations::put(tx, &name, &record)?;
-            if let Some(audit) = &audit {
-                subjects::append_audit(tx, &audit(&before, &record))?;
-            }
-            Ok(Some(record))
-        })
-        .await
+        dispatch!(self.update_destination(name, change, audit).await)
     }
 
     /// Deletes a destination; its queued deliveries go to the DLQ. Returns the deleted record,
@@ -461,19 +364,8 @@ impl Store {
     where
         A: Fn(&DestinationRecord) -> AuditEntry + Send + 'static,
     {
-        self.write(move |tx| {
-            let Some(record) = destinations::get_for_update(tx, &name)? else {
-                return Ok(None);
-            };
-            destinations::delete(tx, &name)?;
-            deliveries::kill_destination(tx, &name, now_ms)?;
-            subjects::append_audit(tx, &audit(&record))?;
-            Ok(Some(record))
-        })
-        .await
+        dispatch!(self.delete_destination(name, now_ms, audit).await)
     }
-
-    // ---- subjects: suppressions, preferences, audit, GDPR -----------------------------------
 
     /// Stores suppressions and the audit entries describing them, all or nothing.
     pub async fn add_suppressions(
@@ -481,14 +373,7 @@ impl Store {
         items: Vec<NewSuppression>,
         audit: Vec<AuditEntry>,
     ) -> Result<()> {
-        self.write(move |tx| {
-            subjects::put_suppressions(tx, &items)?;
-            for entry in &audit {
-                subjects::append_audit(tx, entry)?;
-            }
-            Ok(())
-        })
-        .await
+        dispatch!(self.add_suppressions(items, audit).await)
     }
 
     /// Deletes a suppression; `audit` is called with the removed record to describe the change
@@ -502,14 +387,7 @@ impl Store {
     where
         A: Fn(&SuppressionRecord) -> AuditEntry + Send + 'static,
     {
-        self.write(move |tx| {
-            let removed = subjects::delete_suppression(tx, recipient.as_str(), &channel)?;
-            if let Some(record) = &removed {
-                subjects::append_audit(tx, &audit(record))?;
-            }
-            Ok(removed)
-        })
-        .await
+        dispatch!(self.remove_suppression(recipient, channel, audit).await)
     }
 
     /// Replaces a recipient's preferences with what `change` makes of the current ones
@@ -524,25 +402,17 @@ impl Store {
         C: Fn(Option<Preferences>) -> Option<Preferences> + Send + 'static,
         A: Fn(Option<&Preferences>, Option<&Preferences>) -> AuditEntry + Send + 'static,
     {
-        self.write(move |tx| {
-            let before = subjects::get_preferences(tx, recipient.as_str())?;
-            let after = change(before.clone());
-            subjects::put_preferences(tx, recipient.as_str(), after.as_ref())?;
-            subjects::append_audit(tx, &audit(before.as_ref(), after.as_ref()))?;
-            Ok(after)
-        })
-        .await
+        dispatch!(self.update_preferences(recipient, change, audit).await)
     }
 
     /// Removes up to `max` expired suppressions.
     pub async fn sweep_suppressions(&self, now_ms: u64, max: usize) -> Result<usize> {
-        self.write(move |tx| subjects::sweep_suppressions(tx, now_ms, max))
-            .await
+        dispatch!(self.sweep_suppressions(now_ms, max).await)
     }
 
     /// What an erased `recipient` is known as: its keyed pseudonym.
     pub fn pseudonym(&self, recipient: &Recipient) -> Recipient {
-        self.pseudonyms.of(recipient)
+        dispatch!(self.pseudonym(recipient))
     }
 
     /// GDPR erasure of a recipient (see [`subjects::erase`]), with `audit(pseudonym)` in the
@@ -551,13 +421,7 @@ impl Store {
     where
         A: Fn(&Recipient) -> AuditEntry + Send + 'static,
     {
-        let alias = self.pseudonyms.of(&recipient);
-        self.write(move |tx| {
-            let report = subjects::erase(tx, &alias, &recipient)?;
-            subjects::append_audit(tx, &audit(&alias))?;
-            Ok(report)
-        })
-        .await
+        dispatch!(self.erase_subject(recipient, audit).await)
     }
 
     /// Every suppression that applies to `recipient` (under its address or its pseudonym), by
@@ -566,14 +430,7 @@ impl Store {
         &self,
         recipient: Recipient,
     ) -> Result<Vec<(String, SuppressionRecord)>> {
-        let pseudonyms = self.pseudonyms.clone();
-        self.read(move |txn| {
-            Ok(subjects::suppressions_of(txn, &pseudonyms, &recipient)?
-                .into_iter()
-                .map(|s| (s.channel, s.record))
-                .collect())
-        })
-        .await
+        dispatch!(self.suppressions_of(recipient).await)
     }
 
     pub async fn list_suppressions(
@@ -583,18 +440,15 @@ impl Store {
         after: Option<(String, String)>,
         limit: usize,
     ) -> Result<(Vec<SuppressionView>, bool)> {
-        self.read(move |txn| {
-            let after = after.as_ref().map(|(r, c)| (r.as_str(), c.as_str()));
-            subjects::list_suppressions(txn, recipient.as_ref(), channel.as_deref(), after, limit)
-        })
-        .await
+        dispatch!(
+            self.list_suppressions(recipient, channel, after, limit)
+                .await
+        )
     }
 
     /// A recipient's effective preferences (opt-outs kept through an erasure included).
     pub async fn preferences(&self, recipient: Recipient) -> Result<Option<Preferences>> {
-        let pseudonyms = self.pseudonyms.clone();
-        self.read(move |txn| subjects::preferences_of(txn, &pseudonyms, &recipient))
-            .await
+        dispatch!(self.preferences(recipient).await)
     }
 
     pub async fn list_audit(
@@ -604,32 +458,23 @@ impl Store {
         after: Option<u128>,
         limit: usize,
     ) -> Result<(Vec<AuditView>, bool)> {
-        self.read(move |txn| {
-            subjects::list_audit(txn, subject.as_deref(), actor.as_deref(), after, limit)
-        })
-        .await
+        dispatch!(self.list_audit(subject, actor, after, limit).await)
     }
 
     pub async fn export_subject(&self, recipient: Recipient) -> Result<SubjectExport> {
-        let pseudonyms = self.pseudonyms.clone();
-        self.read(move |txn| subjects::export(txn, &pseudonyms, &recipient))
-            .await
+        dispatch!(self.export_subject(recipient).await)
     }
-
-    // ---- maintenance (see [`maintenance`]) ---------------------------------------------------
 
     /// Every table with its entry count, the file's size and the schema version
     /// (`GET /v1/storage`). Cheap: counts are kept in the B-tree headers, nothing is scanned.
     pub async fn stats(&self) -> Result<StorageStats> {
-        let path = self.path.clone();
-        self.read(move |txn| maintenance::stats(txn, path.as_deref()))
-            .await
+        dispatch!(self.stats().await)
     }
 
     /// Compares every secondary index with its primary table on one read snapshot; repairs
     /// nothing. Full scans of the indexed tables, but never delays a write: see [`maintenance`].
     pub async fn verify_indexes(&self) -> Result<Vec<IndexHealth>> {
-        self.read(maintenance::verify_all).await
+        dispatch!(self.verify_indexes().await)
     }
 
     /// `POST /v1/storage/maintenance`: verifies every secondary index and, with `repair`,
@@ -638,211 +483,35 @@ impl Store {
     /// database exclusively, which a running herald never has; the report says so. See
     /// [`maintenance`] for the costs and for [`maintenance::compact_offline`].
     pub async fn maintenance(&self, repair: bool) -> Result<MaintenanceReport> {
-        let started = std::time::Instant::now();
-        let mut indexes = self.verify_indexes().await?;
-        let broken = maintenance::unhealthy(&indexes);
-        if repair && !broken.is_empty() {
-            let repaired = self
-                .write(move |tx| maintenance::rebuild_all(tx, &broken))
-                .await?;
-            maintenance::mark_rebuilt(&mut indexes, &repaired);
-        }
-        Ok(maintenance::online_report(indexes, started.elapsed()))
+        dispatch!(self.maintenance(repair).await)
     }
 
     /// True while the database answers reads, the writer thread runs and writes are taken
     /// (not reopening after a failed commit, its file not removed): a store that answers reads
     /// can still take nothing in.
     pub async fn is_ready(&self) -> bool {
-        self.writer.is_running()
-            && self.writer.is_committing()
-            && self.read(|_| Ok(())).await.is_ok()
+        dispatch!(self.is_ready().await)
     }
 
     /// Whether writes are being committed: the writer runs and its last commit succeeded.
     /// Cheap (two atomic loads), for callers that must not act on work they could not record.
     pub fn accepts_writes(&self) -> bool {
-        self.writer.is_running() && self.writer.is_committing()
+        dispatch!(self.accepts_writes())
     }
 
     /// Whether the store takes writes, and if not why (see [`health`]).
     pub fn health(&self) -> Health {
-        self.db.health()
+        dispatch!(self.health())
     }
 
     /// Every change of [`Self::health`], for whoever raises the alert.
     pub fn watch_health(&self) -> tokio::sync::watch::Receiver<Health> {
-        self.db.watch()
+        dispatch!(self.watch_health())
     }
 
     /// Commits everything queued so far, then stops the writer. Later writes fail with
     /// [`StorageError::Closed`].
     pub async fn close(&self) {
-        self.writer.stop().await;
-    }
-}
-
-/// redb's settings for herald's database, whatever it is stored on.
-fn builder(options: &Options) -> redb::Builder {
-    let mut builder = Database::builder();
-    builder.set_cache_size(options.cache_bytes);
-    builder
-}
-
-/// Creates a new database file at `path` in `dir`: under a temporary name, renamed into place
-/// once redb has initialised it. redb writes its magic number last, so a crash while it creates
-/// a file in place leaves one it refuses ever after ("not a redb database"), and herald would
-/// not start again until someone deleted it; under the temporary name, the next start simply
-/// creates it again.
-fn create_file(path: &Path, dir: &Path, options: &Options) -> Result<()> {
-    let Some(name) = path.file_name() else {
-        return Ok(()); // no file name: let redb report it
-    };
-    let mut temporary = name.to_os_string();
-    temporary.push(".creating");
-    let temporary = path.with_file_name(temporary);
-    match std::fs::remove_file(&temporary) {
-        Ok(()) => tracing::warn!(file = %temporary.display(), "removed an unfinished database"),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io_error(e)),
-    }
-    builder(options).create(&temporary)?.close()?;
-    std::fs::rename(&temporary, path).map_err(io_error)?;
-    // The rename itself is durable once the directory is.
-    #[cfg(unix)]
-    std::fs::File::open(dir)
-        .and_then(|dir| dir.sync_all())
-        .map_err(io_error)?;
-    #[cfg(not(unix))]
-    let _ = dir;
-    Ok(())
-}
-
-fn io_error(e: std::io::Error) -> StorageError {
-    StorageError::Redb(Arc::new(e.into()))
-}
-
-/// Creates every table (so readers never meet a missing one), makes the pseudonym key at the
-/// first start, migrates an older file (refusing a newer one) and loads the idempotency index,
-/// all in one commit.
-fn initialise(
-    db: &Database,
-    options: IdempotencyOptions,
-) -> Result<(Pseudonyms, idempotency::Index)> {
-    let mut txn = db.begin_write()?;
-    txn.set_durability(redb::Durability::Immediate)?;
-    txn.set_two_phase_commit(true);
-    let pseudonyms = subjects::load_key(&txn)?;
-    migrate::run(&txn)?;
-    create_tables(&txn)?;
-    let index = idempotency::Index::load(&txn, options)?;
-    txn.commit()?;
-    Ok((pseudonyms, index))
-}
-
-/// What a database reopened after a failed write needs before it takes writes again: its
-/// tables, and a commit that shows writes work. Its idempotency index is the writer's, which
-/// only ever holds what was committed.
-pub(crate) fn prepare_reopened(db: &Database) -> Result<()> {
-    let mut txn = db.begin_write()?;
-    txn.set_durability(redb::Durability::Immediate)?;
-    txn.set_two_phase_commit(true);
-    migrate::run(&txn)?;
-    create_tables(&txn)?;
-    txn.commit()?;
-    Ok(())
-}
-
-pub(crate) fn create_tables(txn: &redb::WriteTransaction) -> Result<()> {
-    txn.open_table(tables::META)?;
-    txn.open_table(tables::MESSAGES)?;
-    txn.open_table(tables::IDEMPOTENCY_RUNS)?;
-    txn.open_table(tables::IDEMPOTENCY_RUN_DIR)?;
-    txn.open_table(tables::IDEMPOTENCY_LOOSE)?;
-    txn.open_table(tables::DELIVERIES)?;
-    txn.open_table(tables::DELIVERIES_DUE)?;
-    txn.open_table(tables::DEAD_LETTERS)?;
-    txn.open_table(tables::DESTINATIONS)?;
-    txn.open_table(tables::MESSAGES_BY_RECIPIENT)?;
-    txn.open_table(tables::SUPPRESSIONS)?;
-    txn.open_table(tables::SUPPRESSIONS_BY_EXPIRY)?;
-    txn.open_table(tables::PREFERENCES)?;
-    txn.open_table(tables::AUDIT)?;
-    txn.open_table(tables::AUDIT_BY_SUBJECT)?;
-    Ok(())
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-    use redb::ReadableTable as _;
-
-    const SCRATCH: redb::TableDefinition<u64, u64> = redb::TableDefinition::new("scratch");
-
-    fn put(key: u64, fail: bool) -> impl FnMut(&mut Tx<'_>) -> Result<u64> + Send {
-        move |tx| {
-            tx.txn().open_table(SCRATCH)?.insert(key, key)?;
-            if fail {
-                return Err(StorageError::corrupt("scratch", "injected"));
-            }
-            Ok(key)
-        }
-    }
-
-    async fn scratch_keys(store: &Store) -> Vec<u64> {
-        store
-            .read(|txn| {
-                let table = txn.open_table(SCRATCH)?;
-                table
-                    .iter()?
-                    .map(|e| e.map(|(k, _)| k.value()).map_err(StorageError::from))
-                    .collect()
-            })
-            .await
-            .unwrap()
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_failing_or_panicking_job_is_rolled_back_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("h.redb"), Options::default()).unwrap();
-        let panicking = |_: &mut Tx<'_>| -> Result<u64> { panic!("bug in one job") };
-        let (first, failing, panicked, last) = tokio::join!(
-            store.write(put(1, false)),
-            store.write(put(2, true)),
-            store.write(panicking),
-            store.write(put(3, false)),
-        );
-        assert_eq!(first.unwrap(), 1);
-        assert!(matches!(failing, Err(StorageError::Corrupt { .. })));
-        assert!(
-            matches!(panicked, Err(StorageError::Panicked(ref why)) if why.contains("bug in one job"))
-        );
-        assert_eq!(last.unwrap(), 3);
-        assert_eq!(
-            scratch_keys(&store).await,
-            vec![1, 3],
-            "the failed job's write is gone"
-        );
-        // The writer survived the panic.
-        assert_eq!(store.write(put(4, false)).await.unwrap(), 4);
-    }
-
-    #[test]
-    fn a_newer_schema_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("h.redb");
-        {
-            let db = Database::create(&path).unwrap();
-            let txn = db.begin_write().unwrap();
-            txn.open_table(tables::META)
-                .unwrap()
-                .insert(tables::SCHEMA_VERSION_KEY, tables::SCHEMA_VERSION + 1)
-                .unwrap();
-            txn.commit().unwrap();
-        }
-        let err = Store::open(&path, Options::default()).unwrap_err();
-        assert!(matches!(err, StorageError::SchemaTooNew { .. }), "{err}");
+        dispatch!(self.close().await)
     }
 }

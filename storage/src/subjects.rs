@@ -60,7 +60,7 @@ pub const PSEUDONYM_PREFIX: &str = "anon:";
 pub(crate) const LEGACY_PREFIX: &str = "sha256:";
 
 impl Pseudonyms {
-    fn new(key: [u8; 32]) -> Self {
+    pub(crate) fn new(key: [u8; 32]) -> Self {
         Self { key: Arc::new(key) }
     }
 

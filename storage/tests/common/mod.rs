@@ -15,3 +15,65 @@ pub fn scratch_dir() -> tempfile::TempDir {
     }
     tempfile::tempdir().expect("a temporary directory")
 }
+
+/// One backend a conformance test runs on: redb in a scratch directory, or a fresh PostgreSQL
+/// database. [`Backend::open`] may be called again to reopen the same data (a restart).
+pub struct Backend {
+    pub name: &'static str,
+    place: Place,
+}
+
+enum Place {
+    Redb(tempfile::TempDir),
+    Postgres(herald_storage::test_postgres::TestDatabase),
+}
+
+impl Backend {
+    /// Opens (or reopens) the store on this backend. `options` are the redb options; on
+    /// PostgreSQL only the observer is taken from them.
+    pub async fn open(&self, options: herald_storage::Options) -> herald_storage::Store {
+        self.try_open(options).await.expect("the store opens")
+    }
+
+    pub async fn try_open(
+        &self,
+        options: herald_storage::Options,
+    ) -> herald_storage::Result<herald_storage::Store> {
+        match &self.place {
+            Place::Redb(dir) => {
+                let path = dir.path().join("herald.redb");
+                tokio::task::spawn_blocking(move || herald_storage::Store::open(&path, options))
+                    .await
+                    .expect("opening does not panic")
+            }
+            Place::Postgres(db) => {
+                let mut pg = herald_storage::PostgresOptions::new(db.url.clone(), "test-node");
+                pg.observer = options.observer;
+                herald_storage::Store::open_postgres(pg).await
+            }
+        }
+    }
+
+    /// The PostgreSQL URL of this backend's database, if it is one.
+    pub fn postgres_url(&self) -> Option<&str> {
+        match &self.place {
+            Place::Redb(_) => None,
+            Place::Postgres(db) => Some(&db.url),
+        }
+    }
+}
+
+/// redb, and PostgreSQL when the test cluster is there (see `herald_storage::test_postgres`).
+pub async fn backends() -> Vec<Backend> {
+    let mut all = vec![Backend {
+        name: "redb",
+        place: Place::Redb(scratch_dir()),
+    }];
+    if let Some(db) = herald_storage::test_postgres::TestDatabase::create().await {
+        all.push(Backend {
+            name: "postgres",
+            place: Place::Postgres(db),
+        });
+    }
+    all
+}
