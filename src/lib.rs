@@ -104,15 +104,7 @@ where
         })),
         ..herald_storage::Options::default()
     };
-    // Until the PostgreSQL backend lands, refuse it rather than quietly open the redb file.
-    if let config::StorageBackend::Postgres { .. } = config.storage.backend {
-        anyhow::bail!("storage.backend: \"postgres\" is not available in this build yet");
-    }
-    let path = config.storage.path.clone();
-    let store = tokio::task::spawn_blocking(move || open(&path, options))
-        .await
-        .context("opening storage")?
-        .with_context(|| format!("opening storage at {}", config.storage.path.display()))?;
+    let store = open_store(&config, options, open).await?;
     let tls = server_tls(&config)?;
     let extra_roots = match &config.delivery.ca_file {
         Some(path) => tls::load_roots(path).context("delivery.ca_file")?,
@@ -183,6 +175,53 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> anyhow::Re
     };
     reloads.abort();
     finished.context("the server task panicked")?
+}
+
+/// Opens the store `config` names: the redb file through `open` (on the blocking pool), or
+/// the shared PostgreSQL database as this node. A PostgreSQL that cannot be reached or a URL
+/// that does not parse is a [`BadSetting`] naming `storage.postgres_url`.
+async fn open_store<F>(
+    config: &Config,
+    options: herald_storage::Options,
+    open: F,
+) -> anyhow::Result<Store>
+where
+    F: FnOnce(&std::path::Path, herald_storage::Options) -> herald_storage::Result<Store>
+        + Send
+        + 'static,
+{
+    match &config.storage.backend {
+        config::StorageBackend::Redb => {
+            let path = config.storage.path.clone();
+            tokio::task::spawn_blocking(move || open(&path, options))
+                .await
+                .context("opening storage")?
+                .with_context(|| format!("opening storage at {}", config.storage.path.display()))
+        }
+        config::StorageBackend::Postgres { url } => {
+            let mut pg =
+                herald_storage::PostgresOptions::new(url.as_str(), &config.server.node_name);
+            pg.observer = options.observer;
+            match Store::open_postgres(pg).await {
+                Ok(store) => Ok(store),
+                Err(e @ herald_storage::StorageError::BadUrl(_)) => Err(BadSetting {
+                    key: "storage.postgres_url",
+                    message: e.to_string(),
+                }
+                .into()),
+                Err(e) => Err(anyhow::Error::new(e).context("opening the PostgreSQL database")),
+            }
+        }
+    }
+}
+
+/// A setting that the configuration's checks could not judge (a database that cannot be
+/// reached): found at start, reported like a config error (exit 2, naming the key).
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct BadSetting {
+    pub key: &'static str,
+    pub message: String,
 }
 
 /// The inbound TLS config, when both `server.tls_cert` and `server.tls_key` are set.

@@ -120,6 +120,10 @@ fn serve(path: &Path) -> ExitCode {
     };
     match runtime.block_on(herald::run(config, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<herald::BadSetting>().is_some() => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             tracing::error!("{e:#}");
             ExitCode::FAILURE

@@ -286,6 +286,31 @@ pub mod cache_keys {
     pub const ALL_SUPPRESSIONS: &str = "supp:*";
 }
 
+/// Drops the cached copies of what another node changed in the shared database (PostgreSQL;
+/// never on redb): a recipient's suppressions and preferences, a destination. After a gap in
+/// what was heard, the whole cache. Ends with the store or with herald.
+async fn forget_what_other_nodes_changed(
+    mut changes: tokio::sync::broadcast::Receiver<herald_storage::Change>,
+    core: std::sync::Weak<Core>,
+) {
+    use herald_storage::Change;
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let change = changes.recv().await;
+        let Some(core) = core.upgrade() else { return };
+        match change {
+            Ok(Change::Subject(recipient)) => {
+                core.invalidate(&cache_keys::suppressions(&recipient));
+                core.invalidate(&cache_keys::preferences(&recipient));
+            }
+            Ok(Change::Destination(name)) => core.invalidate(&cache_keys::destination(&name)),
+            Ok(Change::Work) => {}
+            Ok(Change::Resync) | Err(RecvError::Lagged(_)) => core.invalidate("*"),
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
 /// Casts `msg` to the perf monitor behind `sink`, if it runs.
 pub fn emit(sink: &PerfSink, msg: perf::monitor::PerfMsg) {
     if let Some(slot) = sink.get() {
@@ -394,6 +419,10 @@ impl Herald {
             cache: OnceLock::new(),
             last_maintenance: arc_swap::ArcSwapOption::empty(),
         });
+        tokio::spawn(forget_what_other_nodes_changed(
+            core.store.changes(),
+            Arc::downgrade(&core),
+        ));
         let (ready, children) = tokio::sync::oneshot::channel();
         let (supervisor, handle) = Actor::spawn(None, Supervisor, (Arc::clone(&core), ready))
             .await

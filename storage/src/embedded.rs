@@ -112,6 +112,12 @@ impl Embedded {
         })
     }
 
+    /// One node: the embedded database is never shared.
+    #[allow(clippy::unused_self)] // the same signature as the PostgreSQL backend's
+    pub fn nodes(&self) -> usize {
+        1
+    }
+
     /// Nothing, ever: see the `changes` field.
     pub fn changes(&self) -> tokio::sync::broadcast::Receiver<crate::Change> {
         self.changes.subscribe()

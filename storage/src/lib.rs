@@ -200,6 +200,12 @@ impl Store {
         }
     }
 
+    /// How many herald nodes share this store now, this one included: 1 on redb. A
+    /// destination's rate limit is divided between them.
+    pub fn nodes(&self) -> usize {
+        dispatch!(self.nodes())
+    }
+
     /// What other nodes changed in the shared database (always empty on redb: one node).
     pub fn changes(&self) -> tokio::sync::broadcast::Receiver<Change> {
         dispatch!(self.changes())

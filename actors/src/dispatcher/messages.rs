@@ -22,6 +22,9 @@ pub enum DispatcherMsg {
     /// The outcome could not be committed (for the n-th time): keep it, and its delivery in
     /// flight, until it is.
     NotRecorded(Box<AttemptUpdate>, u32),
-    /// A destination was created, changed or deleted through the API: reload it.
+    /// A destination was created, changed or deleted (through the API, or by another node):
+    /// reload it.
     Reload(String),
+    /// Another node's changes may have been missed: reload every destination.
+    ReloadAll,
 }

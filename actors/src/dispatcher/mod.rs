@@ -172,13 +172,20 @@ impl std::fmt::Debug for Destination {
     }
 }
 
+/// This node's share of a destination's rate limit when `nodes` nodes share the store: each
+/// enforces `ceil(rate / nodes)` locally (see `herald_storage::Store::nodes` for the
+/// tolerance), at least one attempt a second.
+fn rate_share(rate: Option<u32>, nodes: usize) -> Option<DefaultDirectRateLimiter> {
+    let rate = rate.filter(|&rate| rate > 0)?;
+    let nodes = u32::try_from(nodes.max(1)).unwrap_or(u32::MAX);
+    let share = std::num::NonZeroU32::new(rate.div_ceil(nodes).max(1))?;
+    Some(RateLimiter::direct(Quota::per_second(share)))
+}
+
 impl Destination {
-    fn new(record: DestinationRecord, policy: &BreakerPolicy, now_ms: u64) -> Self {
+    fn new(record: DestinationRecord, policy: &BreakerPolicy, now_ms: u64, nodes: usize) -> Self {
         let circuit = circuit_from_record(&record.circuit, policy, now_ms);
-        let limiter = record
-            .rate_limit_per_sec
-            .and_then(std::num::NonZeroU32::new)
-            .map(|rate| RateLimiter::direct(Quota::per_second(rate)));
+        let limiter = rate_share(record.rate_limit_per_sec, nodes);
         Self {
             record,
             circuit,
@@ -259,6 +266,8 @@ pub struct DispatcherState {
     /// Outcomes whose commit failed, to be committed again; their deliveries stay in flight.
     unrecorded: Vec<Unrecorded>,
     timers: Vec<JoinHandle<()>>,
+    /// How many nodes shared the store when the rate limiters were last sized.
+    nodes: usize,
 }
 
 /// An outcome not committed yet, and when to try again.
@@ -296,7 +305,10 @@ impl Actor for Dispatcher {
         apply_config(&core, &mut stored, now).await?;
         let destinations: HashMap<String, Destination> = stored
             .into_iter()
-            .map(|(name, record)| (name, Destination::new(record, &settings.breaker, now)))
+            .map(|(name, record)| {
+                let dest = Destination::new(record, &settings.breaker, now, core.store.nodes());
+                (name, dest)
+            })
             .collect();
         publish_routes(&core, &destinations);
 
@@ -320,6 +332,7 @@ impl Actor for Dispatcher {
                 }
             }
         });
+        let follower = tokio::spawn(follow_other_nodes(core.store.changes(), myself.clone()));
         Ok(DispatcherState {
             core,
             dlq,
@@ -328,7 +341,8 @@ impl Actor for Dispatcher {
             in_flight: 0,
             reads: 0,
             unrecorded: Vec::new(),
-            timers: vec![ticker, waker],
+            timers: vec![ticker, waker, follower],
+            nodes: core.store.nodes(),
         })
     }
 
@@ -383,8 +397,47 @@ impl Actor for Dispatcher {
                 });
             }
             DispatcherMsg::Reload(name) => reload(state, &name).await?,
+            DispatcherMsg::ReloadAll => {
+                let mut names: HashSet<String> = state.destinations.keys().cloned().collect();
+                names.extend(
+                    state
+                        .core
+                        .store
+                        .destinations()
+                        .await?
+                        .into_iter()
+                        .map(|(n, _)| n),
+                );
+                for name in names {
+                    reload(state, &name).await?;
+                }
+            }
         }
         Ok(())
+    }
+}
+
+/// Follows what other nodes sharing the database commit (PostgreSQL; never on redb): their new
+/// work wakes this node's scan, and a destination they changed (created, deleted, its circuit
+/// opened or closed, disabled by a 410) is reloaded, so routing and circuits agree across
+/// nodes. After a gap in what was heard, everything is reloaded.
+async fn follow_other_nodes(
+    mut changes: tokio::sync::broadcast::Receiver<herald_storage::Change>,
+    me: ActorRef<DispatcherMsg>,
+) {
+    use herald_storage::Change;
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let msg = match changes.recv().await {
+            Ok(Change::Work) => DispatcherMsg::Scan,
+            Ok(Change::Destination(name)) => DispatcherMsg::Reload(name),
+            Ok(Change::Subject(_)) => continue,
+            Ok(Change::Resync) | Err(RecvError::Lagged(_)) => DispatcherMsg::ReloadAll,
+            Err(RecvError::Closed) => return,
+        };
+        if me.cast(msg).is_err() {
+            return;
+        }
     }
 }
 
@@ -490,7 +543,7 @@ async fn reload(state: &mut DispatcherState, name: &str) -> Result<(), ActorProc
                     destination: name.to_owned(),
                 });
             }
-            let mut dest = Destination::new(record, &policy, now);
+            let mut dest = Destination::new(record, &policy, now, state.nodes);
             if let Some(old) = old {
                 dest.in_flight = old.in_flight;
                 dest.reading = old.reading;
@@ -519,6 +572,14 @@ fn scan(myself: &ActorRef<DispatcherMsg>, state: &mut DispatcherState) {
         return;
     }
     record_again(myself, state);
+    let nodes = state.core.store.nodes();
+    if nodes != state.nodes {
+        // Nodes joined or left: each destination's rate limit is shared anew.
+        state.nodes = nodes;
+        for dest in state.destinations.values_mut() {
+            dest.limiter = rate_share(dest.record.rate_limit_per_sec, nodes);
+        }
+    }
     let policy = state.core.settings.delivery.breaker;
     let busy = state.destinations.values().filter(|d| d.busy()).count();
     for (name, dest) in &mut state.destinations {
@@ -1037,6 +1098,24 @@ mod tests {
             after_failure(5, 5, &backoff, 0.5, None, 0),
             Outcome::Dead
         ));
+    }
+
+    #[test]
+    fn a_rate_limit_is_shared_between_the_nodes() {
+        let burst = |rate, nodes| {
+            let limiter = rate_share(rate, nodes)?;
+            Some((0..1000).take_while(|_| limiter.check().is_ok()).count())
+        };
+        assert_eq!(burst(None, 3), None);
+        assert_eq!(burst(Some(0), 3), None, "0 is no limit, as on one node");
+        assert_eq!(burst(Some(30), 1), Some(30));
+        assert_eq!(burst(Some(30), 3), Some(10));
+        assert_eq!(
+            burst(Some(10), 3),
+            Some(4),
+            "rounded up: never below the limit"
+        );
+        assert_eq!(burst(Some(2), 5), Some(1), "at least one a second");
     }
 
     #[test]

@@ -26,6 +26,7 @@ mod deliveries;
 mod destinations;
 mod maintenance;
 mod messages;
+mod nodes;
 mod notify;
 pub(crate) mod schema;
 mod subjects;
@@ -33,7 +34,7 @@ mod writer;
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -112,6 +113,8 @@ struct Inner {
     changes: broadcast::Sender<Change>,
     /// Set by [`Shared::close`]: later writes fail with [`StorageError::Closed`].
     closed: AtomicBool,
+    /// How many nodes share the database now, this one included ([`nodes`]).
+    alive: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -173,9 +176,14 @@ impl Shared {
                 health,
                 changes,
                 closed: AtomicBool::new(false),
+                alive: Arc::new(AtomicUsize::new(1)),
             }),
         };
         notify::spawn_listener(&shared);
+        nodes::spawn_heartbeat(
+            Arc::downgrade(&shared.inner),
+            Arc::clone(&shared.inner.alive),
+        );
         Ok(shared)
     }
 
@@ -241,6 +249,11 @@ impl Shared {
         change: &Change,
     ) -> Result<()> {
         notify::send(tx, &self.inner.node, change).await
+    }
+
+    /// How many nodes share the database now, this one included (see [`nodes`]).
+    pub fn nodes(&self) -> usize {
+        self.inner.alive.load(Ordering::Relaxed)
     }
 
     pub fn changes(&self) -> broadcast::Receiver<Change> {
@@ -563,6 +576,13 @@ impl Shared {
         self.inner.closed.store(true, Ordering::Release);
         self.inner.pool.close();
     }
+}
+
+/// Now, in Unix ms.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Whether `error` means the database could not be reached, rather than a refused statement.

@@ -15,6 +15,7 @@
 //! | `suppressions` | `(recipient, channel)` | `expires_ms`, the JSON record |
 //! | `preferences` | `recipient` | the JSON record |
 //! | `audit` | `id` (ULID: time order) | `subject`, `actor`, the JSON entry |
+//! | `herald_nodes` | `name` (`server.node_name`) | `seen_ms`: the node's last heartbeat ([`super::nodes`]) |
 //!
 //! Every text column is `COLLATE "C"`: ordered by bytes, as redb orders its keys, so listings
 //! and cursors page the same way on both backends whatever the database's locale.
@@ -96,6 +97,11 @@ CREATE TABLE audit (
     record bytea NOT NULL
 );
 CREATE INDEX audit_by_subject ON audit (subject, id);
+
+CREATE TABLE herald_nodes (
+    name text COLLATE "C" PRIMARY KEY,
+    seen_ms bigint NOT NULL
+);
 "#];
 
 /// Brings the schema to [`SCHEMA_VERSION`] and returns the pseudonym key, in one transaction.
