@@ -1256,6 +1256,8 @@ struct Alert {
     #[schema(format = DateTime)]
     resolved_at: Option<String>,
     detail: String,
+    /// The node that raised it, `server.node_name`: each node judges its own conditions.
+    node: String,
 }
 
 #[derive(ToSchema)]
