@@ -110,6 +110,9 @@ async fn metrics_reflect_what_happened() {
         .map(|s| (&s.metric, &s.labels))
         .collect();
     assert!(unlabelled.is_empty(), "not labelled node-a: {unlabelled:?}");
+    // The JSON latency figures name their node too.
+    let (_, perf) = server.api_get("/v1/perf", common::ADMIN_TOKEN).await;
+    assert_eq!(perf["node"], "node-a", "{perf}");
     assert_eq!(
         value(&scrape, "herald_dlq_depth", &[("node", "node-a")]),
         Some(0.0)

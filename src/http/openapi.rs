@@ -1166,6 +1166,8 @@ struct Invalidated {
 
 #[derive(ToSchema)]
 struct PerfReport {
+    /// The node these figures are from, `server.node_name`: each node measures itself.
+    node: String,
     routes: Vec<RouteLatency>,
     vitals: Vec<VitalP75>,
     budgets: Vec<Budget>,

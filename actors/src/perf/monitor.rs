@@ -125,6 +125,8 @@ pub struct Gauges {
 /// What `GET /v1/perf` shows.
 #[derive(Debug, Clone, Serialize)]
 pub struct PerfReport {
+    /// `server.node_name`: the figures are this node's only.
+    pub node: String,
     pub routes: Vec<RouteStats>,
     pub vitals: Vec<VitalP75>,
     pub budgets: Vec<BudgetReport>,
@@ -640,6 +642,7 @@ fn dlq_depth(state: &mut PerfState, gauges: Gauges, now: u64) -> Option<Transiti
 
 fn perf_report(state: &PerfState, now: u64) -> PerfReport {
     PerfReport {
+        node: state.core.settings.node_name.clone(),
         routes: state.routes.snapshot(),
         vitals: state
             .vitals
