@@ -81,7 +81,9 @@ where
         + Send
         + 'static,
 {
-    let metrics = Arc::new(herald_actors::metrics::Metrics::new());
+    let metrics = Arc::new(herald_actors::metrics::Metrics::new(
+        &config.server.node_name,
+    ));
     let perf: herald_actors::PerfSink = Arc::default();
     let observed = Arc::clone(&metrics);
     let sink = Arc::clone(&perf);
@@ -365,6 +367,7 @@ fn settings(
         extra_roots,
     };
     Settings {
+        node_name: config.server.node_name.clone(),
         sources,
         routes,
         delivery,

@@ -1,4 +1,7 @@
 //! Operators' surface end to end: `/metrics` parsed by a Prometheus text parser.
+//!
+//! The tests that name a node set `server.node_name` through its environment override
+//! (`[server]` is [`common::BASE_CONFIG`]'s already) and check that it labels what they read.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -38,8 +41,11 @@ fn value(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)])
 #[tokio::test]
 async fn metrics_reflect_what_happened() {
     let receiver = Receiver::start().await;
-    let server =
-        Server::start(&(fast_delivery(3) + &destination("sink", &receiver.url("/")))).await;
+    let server = Server::start_with_env(
+        &(fast_delivery(3) + &destination("sink", &receiver.url("/"))),
+        &[(NODE_ENV, "node-a")],
+    )
+    .await;
     let body = br#"{"type":"m.t"}"#;
     for i in 0..3 {
         let id = format!("evt_m{i}");
@@ -96,8 +102,26 @@ async fn metrics_reflect_what_happened() {
     );
     assert_eq!(requests, Some(4.0), "three 202s and one 200");
     assert!(value(&scrape, "herald_storage_commit_duration_seconds", &[]).unwrap() >= 3.0);
+    // Every series is this node's, those read at scrape time (queue, DLQ) too.
+    let unlabelled: Vec<_> = scrape
+        .samples
+        .iter()
+        .filter(|s| s.labels.get("node") != Some("node-a"))
+        .map(|s| (&s.metric, &s.labels))
+        .collect();
+    assert!(unlabelled.is_empty(), "not labelled node-a: {unlabelled:?}");
+    // The JSON latency figures name their node too.
+    let (_, perf) = server.api_get("/v1/perf", common::ADMIN_TOKEN).await;
+    assert_eq!(perf["node"], "node-a", "{perf}");
+    assert_eq!(
+        value(&scrape, "herald_dlq_depth", &[("node", "node-a")]),
+        Some(0.0)
+    );
     server.stop().await;
 }
+
+/// `server.node_name`'s environment override.
+const NODE_ENV: &str = "HERALD_SERVER_NODE_NAME";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_cold_reads_load_once() {
@@ -267,6 +291,11 @@ async fn vitals_budgets_and_their_alerts() {
         alert["subject"].as_str().unwrap().contains("/checkout"),
         "{alert}"
     );
+    // No node_name configured: the host name (never empty) names the node.
+    assert!(
+        alert["node"].as_str().is_some_and(|node| !node.is_empty()),
+        "{alert}"
+    );
 
     // Twenty fast page loads bring the p75 under budget: the alert resolves.
     let fast: Vec<_> = (0..20)
@@ -309,7 +338,7 @@ async fn a_blocked_client_and_an_open_circuit_raise_alerts_delivered_to_ops() {
             common::STD_SECRET
         )
         + &destination("flaky", &down.url("/"));
-    let server = Server::start(&config).await;
+    let server = Server::start_with_env(&config, &[(NODE_ENV, "node-b")]).await;
 
     let body = br#"{"type":"x"}"#;
     let mut bad = std_headers("evt_bad", now(), body);
@@ -319,6 +348,7 @@ async fn a_blocked_client_and_an_open_circuit_raise_alerts_delivered_to_ops() {
     }
     let alert = wait_alert(&server, "client_blocked", true).await;
     assert_eq!(alert["subject"], "127.0.0.1");
+    assert_eq!(alert["node"], "node-b", "{alert}");
 
     // A published message fails twice at "flaky": its circuit opens.
     server
@@ -333,20 +363,28 @@ async fn a_blocked_client_and_an_open_circuit_raise_alerts_delivered_to_ops() {
     let (_, active) = server
         .api_get("/v1/alerts?state=active", common::ADMIN_TOKEN)
         .await;
-    assert!(active["items"].as_array().unwrap().len() >= 2);
+    let active = active["items"].as_array().unwrap();
+    assert!(active.len() >= 2);
+    assert!(active.iter().all(|a| a["node"] == "node-b"), "{active:?}");
 
-    // Both transitions were delivered to the alerts destination as alert.<kind> messages.
+    // Both transitions were delivered to the alerts destination as alert.<kind> messages,
+    // each naming the node that raised it.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let kinds: Vec<String> = ops
+        let delivered: Vec<serde_json::Value> = ops
             .received()
             .iter()
             .filter_map(|r| serde_json::from_slice::<serde_json::Value>(&r.body).ok())
-            .map(|v| v["type"].as_str().unwrap_or_default().to_owned())
             .collect();
-        if kinds.contains(&"alert.client_blocked".to_owned())
-            && kinds.contains(&"alert.circuit_open".to_owned())
-        {
+        let kinds: Vec<&str> = delivered
+            .iter()
+            .map(|v| v["type"].as_str().unwrap_or_default())
+            .collect();
+        if kinds.contains(&"alert.client_blocked") && kinds.contains(&"alert.circuit_open") {
+            assert!(
+                delivered.iter().all(|v| v["alert"]["node"] == "node-b"),
+                "{delivered:?}"
+            );
             break;
         }
         assert!(

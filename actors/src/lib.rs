@@ -62,6 +62,9 @@ use verifier::schemes::{SourceRule, VerifyError};
 /// What the binary's configuration becomes, once validated.
 #[derive(Debug)]
 pub struct Settings {
+    /// `server.node_name`: which node's figures these are. It labels every alert (and the
+    /// metrics, which are built before the actors with the same name).
+    pub node_name: String,
     pub sources: Vec<SourceSettings>,
     pub routes: Vec<Route>,
     /// Invalid signatures from one client within `block_window` that block it.

@@ -4,9 +4,17 @@
 //! delivery outcomes, attempt durations, commit timings, circuit states), registered once in
 //! [`Metrics::registry`]; and values owned elsewhere that are read at scrape time (cache stats,
 //! queue and DLQ depth), which the scraper puts in a fresh registry per scrape (see
-//! [`Metrics::encode`]). Label values come from bounded sets (route templates, configured
-//! sources and destinations), never from request data.
+//! [`Metrics::scrape_registry`] and [`Metrics::encode`]). Label values come from bounded sets
+//! (route templates, configured sources and destinations), never from request data.
+//!
+//! Every series carries a `node` label, `server.node_name`: several herald nodes may share one
+//! database, and their figures are per node, so a Prometheus scraping them all tells them apart
+//! by the series themselves rather than by scrape-target relabelling. It is a constant label of
+//! both registries, so no metric can be registered without it. The text encoder escapes label
+//! values (`\`, `"`, newline), which keeps the exposition valid whatever the validated name
+//! holds.
 
+use std::borrow::Cow;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -53,6 +61,8 @@ fn latency_histogram() -> Histogram {
 
 pub struct Metrics {
     registry: Registry,
+    /// `server.node_name`: the `node` label of every series, scrape-time ones included.
+    node: String,
     pub http_request_seconds: HistogramFamily<RouteLabels>,
     pub ingest: Family<IngestLabels, Counter>,
     pub deliveries: Family<DeliveryLabels, Counter>,
@@ -73,15 +83,19 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
+/// Every metric's name prefix.
+const PREFIX: &str = "herald";
+
+/// A registry whose every series is labelled `node="<node>"`.
+fn node_registry(node: &str) -> Registry {
+    let label = (Cow::Borrowed("node"), Cow::Owned(node.to_owned()));
+    Registry::with_prefix_and_labels(PREFIX, std::iter::once(label))
 }
 
 impl Metrics {
-    pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("herald");
+    /// The metrics of the node named `node` (`server.node_name`).
+    pub fn new(node: &str) -> Self {
+        let mut registry = node_registry(node);
         let http_request_seconds: HistogramFamily<RouteLabels> =
             Family::new_with_constructor(latency_histogram);
         registry.register(
@@ -134,6 +148,7 @@ impl Metrics {
         );
         Self {
             registry,
+            node: node.to_owned(),
             http_request_seconds,
             ingest,
             deliveries,
@@ -181,7 +196,14 @@ impl Metrics {
             .inc();
     }
 
-    /// The text exposition of every metric, plus `scrape`: values read at scrape time.
+    /// An empty registry for values read at scrape time, with the same prefix and `node`
+    /// label as the rest: fill it, then pass it to [`Self::encode`].
+    pub fn scrape_registry(&self) -> Registry {
+        node_registry(&self.node)
+    }
+
+    /// The text exposition of every metric, plus `scrape` (from [`Self::scrape_registry`]):
+    /// values read at scrape time.
     pub fn encode(&self, scrape: &Registry) -> Result<String, std::fmt::Error> {
         let _serial = self
             .encode_lock
@@ -192,5 +214,74 @@ impl Metrics {
         encode_registry(&mut out, scrape)?;
         encode_eof(&mut out)?;
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    /// Some of every kind of series: families, plain metrics, histograms, scrape-time gauges.
+    fn exposition(node: &str) -> String {
+        let metrics = Metrics::new(node);
+        metrics.request("api", "GET /v1/perf".into(), 200, Duration::from_millis(3));
+        metrics.ingest("std", "accepted");
+        metrics.delivery("sink", "succeeded");
+        metrics
+            .circuit_state
+            .get_or_create(&DestinationLabels {
+                destination: "sink".into(),
+            })
+            .set(0);
+        metrics.commit_seconds.observe(0.002);
+        metrics.vitals.inc();
+        let mut scrape = metrics.scrape_registry();
+        let dlq = Gauge::<i64>::default();
+        dlq.set(4);
+        scrape.register("dlq_depth", "Dead deliveries in the DLQ", dlq);
+        metrics.encode(&scrape).unwrap()
+    }
+
+    fn samples(text: &str) -> Vec<&str> {
+        text.lines().filter(|l| !l.starts_with('#')).collect()
+    }
+
+    #[test]
+    fn every_series_is_labelled_with_the_node() {
+        let text = exposition("node-a");
+        let samples = samples(&text);
+        assert!(samples.len() > 20, "{text}");
+        for line in &samples {
+            assert!(
+                line.contains("node=\"node-a\""),
+                "unlabelled: {line}\n{text}"
+            );
+        }
+        // Family labels follow the node's; histogram buckets carry it too.
+        assert!(
+            text.contains(
+                "herald_ingest_total{node=\"node-a\",source=\"std\",outcome=\"accepted\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("herald_dlq_depth{node=\"node-a\"} 4"),
+            "{text}"
+        );
+        assert!(
+            samples.iter().any(|l| l
+                .starts_with("herald_storage_commit_duration_seconds_bucket{node=\"node-a\",le=")),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_node_name_is_escaped_as_a_label_value() {
+        // Validation allows any visible characters, quotes and backslashes among them.
+        let text = exposition(r#"a"b\c"#);
+        for line in samples(&text) {
+            assert!(line.contains(r#"node="a\"b\\c""#), "{line}");
+        }
     }
 }

@@ -680,6 +680,7 @@ async fn casts(record: bool, window: Duration) -> Result<(f64, Option<f64>)> {
 /// What herald's actors need to start, with no sources and no destinations.
 fn idle_settings() -> Settings {
     Settings {
+        node_name: "bench".into(),
         sources: Vec::new(),
         routes: Vec::new(),
         block_after_invalid: 10,
@@ -717,7 +718,7 @@ async fn full_layer(window: Duration, layer: &mut PerfLayer) -> Result<()> {
     let herald = Herald::start(
         idle_settings(),
         store.clone(),
-        Arc::new(Metrics::new()),
+        Arc::new(Metrics::new("bench")),
         PerfSink::default(),
     )
     .await?;
@@ -770,7 +771,7 @@ async fn perf_layer(window: Duration) -> Result<PerfLayer> {
     let route_clone_ns = per_call_ns(TIGHT_LOOP, || {
         black_box(black_box(&route).clone());
     });
-    let metrics = Metrics::new();
+    let metrics = Metrics::new("bench");
     let took = Duration::from_micros(500);
     let metrics_request_ns = per_call_ns(TIGHT_LOOP, || {
         metrics.request("ingest", route.clone(), 202, black_box(took));

@@ -4,7 +4,6 @@
 use http::{HeaderMap, StatusCode};
 use hyper::body::Incoming;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -14,10 +13,12 @@ use super::query::Query;
 use super::response::{ApiError, Resp, json, rfc3339, with_body};
 
 /// The Prometheus exposition: everything recorded as it happened, plus what is read now
-/// (queue and DLQ depth).
+/// (queue and DLQ depth). Every series is labelled with `node`, `server.node_name`.
 pub async fn metrics(app: &App) -> Result<Resp, ApiError> {
     let store = app.herald.store();
-    let mut scrape = Registry::with_prefix("herald");
+    let metrics = &app.herald.core().metrics;
+    // The recorded metrics' prefix and `node` label, for what is read now too.
+    let mut scrape = metrics.scrape_registry();
 
     let queue = prometheus_client::metrics::family::Family::<
         herald_actors::metrics::DestinationLabels,
@@ -37,7 +38,7 @@ pub async fn metrics(app: &App) -> Result<Resp, ApiError> {
     dlq.set(i64::try_from(dead).unwrap_or(i64::MAX));
     scrape.register("dlq_depth", "Dead deliveries in the DLQ", dlq);
 
-    let text = app.herald.core().metrics.encode(&scrape).map_err(|e| {
+    let text = metrics.encode(&scrape).map_err(|e| {
         tracing::error!(error = %e, "encoding metrics");
         ApiError::unavailable()
     })?;
@@ -74,6 +75,7 @@ pub async fn alerts(app: &App, query: &Query) -> Result<Resp, ApiError> {
                 "started_at": rfc3339(a.started_at_ms),
                 "resolved_at": a.resolved_at_ms.map(rfc3339),
                 "detail": a.detail,
+                "node": a.node,
             })
         })
         .collect();

@@ -1166,6 +1166,8 @@ struct Invalidated {
 
 #[derive(ToSchema)]
 struct PerfReport {
+    /// The node these figures are from, `server.node_name`: each node measures itself.
+    node: String,
     routes: Vec<RouteLatency>,
     vitals: Vec<VitalP75>,
     budgets: Vec<Budget>,
@@ -1256,6 +1258,8 @@ struct Alert {
     #[schema(format = DateTime)]
     resolved_at: Option<String>,
     detail: String,
+    /// The node that raised it, `server.node_name`: each node judges its own conditions.
+    node: String,
 }
 
 #[derive(ToSchema)]

@@ -154,6 +154,8 @@ routes! {
     /// Readiness: 200 once storage accepts reads and writes, 503 otherwise.
     Readyz: Api GET "/readyz" => Public;
     /// Prometheus metrics (OpenMetrics text format).
+    ///
+    /// Every series carries a `node` label, `server.node_name`: the figures are this node's.
     Metrics: Api GET "/metrics" => Public;
     /// This document: OpenAPI 3.1 for every route of the API port.
     OpenApi: Api GET "/openapi.json" => Public;

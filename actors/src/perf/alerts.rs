@@ -13,6 +13,10 @@
 //! - `clear` on an active key resolves it and returns [`Transition::Resolved`]; otherwise
 //!   `None`. A later `raise` opens a new alert with a new `started_at_ms`.
 //!
+//! A book belongs to one node (`server.node_name`) and stamps it on every alert it opens:
+//! several nodes may share one database, but each judges its own conditions, so an alert
+//! read anywhere (the API, a published message) says which node raised it.
+//!
 //! The caller publishes transitions as messages. Subjects can come from clients (a blocked
 //! address), so memory is bounded: at most `max_active` active alerts (further ones are not
 //! opened, and counted in [`AlertBook::dropped`]) and the `max_resolved` most recently
@@ -114,6 +118,8 @@ pub struct Alert {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resolved_at_ms: Option<u64>,
     pub detail: String,
+    /// The node that raised it: its book's.
+    pub node: String,
 }
 
 impl Alert {
@@ -140,6 +146,8 @@ struct Entry {
 /// docs.
 #[derive(Debug)]
 pub struct AlertBook {
+    /// Stamped on every alert.
+    node: String,
     max_active: usize,
     max_resolved: usize,
     active: HashMap<(AlertKind, String), Entry>,
@@ -149,19 +157,15 @@ pub struct AlertBook {
     dropped: u64,
 }
 
-impl Default for AlertBook {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl AlertBook {
-    pub fn new() -> Self {
-        Self::with_limits(DEFAULT_MAX_ACTIVE, DEFAULT_MAX_RESOLVED)
+    /// The book of the node named `node`, with the default bounds.
+    pub fn new(node: impl Into<String>) -> Self {
+        Self::with_limits(node, DEFAULT_MAX_ACTIVE, DEFAULT_MAX_RESOLVED)
     }
 
-    pub fn with_limits(max_active: usize, max_resolved: usize) -> Self {
+    pub fn with_limits(node: impl Into<String>, max_active: usize, max_resolved: usize) -> Self {
         Self {
+            node: node.into(),
             max_active,
             max_resolved,
             active: HashMap::new(),
@@ -200,6 +204,7 @@ impl AlertBook {
             started_at_ms: now_ms,
             resolved_at_ms: None,
             detail: detail.into(),
+            node: self.node.clone(),
         };
         self.active.insert(
             key,
@@ -284,6 +289,8 @@ pub fn severity_for(value: f64, warning: f64, critical: f64) -> Option<Severity>
 mod tests {
     use super::*;
 
+    const NODE: &str = "node-a";
+
     fn opened(t: Option<Transition>) -> Alert {
         match t {
             Some(Transition::Opened(a)) => a,
@@ -318,7 +325,7 @@ mod tests {
 
     #[test]
     fn opens_once_and_updates_the_detail_silently() {
-        let mut book = AlertBook::new();
+        let mut book = AlertBook::new(NODE);
         let a = opened(book.raise(
             AlertKind::DlqDepth,
             "dlq",
@@ -335,6 +342,7 @@ mod tests {
                 started_at_ms: 10,
                 resolved_at_ms: None,
                 detail: "120 dead".into(),
+                node: NODE.into(),
             }
         );
         assert_eq!(
@@ -358,8 +366,22 @@ mod tests {
     }
 
     #[test]
+    fn every_alert_names_its_books_node() {
+        let (mut a, mut b) = (AlertBook::new("node-a"), AlertBook::new("node-b"));
+        let from_a = opened(a.raise(AlertKind::SlowStorage, "storage", Severity::Warning, "", 1));
+        let from_b = opened(b.raise(AlertKind::SlowStorage, "storage", Severity::Warning, "", 1));
+        assert_eq!(
+            (from_a.node.as_str(), from_b.node.as_str()),
+            ("node-a", "node-b")
+        );
+        let gone = resolved(a.clear(AlertKind::SlowStorage, "storage", 2));
+        assert_eq!(gone.node, "node-a");
+        assert!(a.list(false).iter().all(|alert| alert.node == "node-a"));
+    }
+
+    #[test]
     fn clear_resolves_only_an_active_alert() {
-        let mut book = AlertBook::new();
+        let mut book = AlertBook::new(NODE);
         assert_eq!(book.clear(AlertKind::CircuitOpen, "billing", 5), None);
         opened(book.raise(
             AlertKind::CircuitOpen,
@@ -384,7 +406,7 @@ mod tests {
 
     #[test]
     fn raising_after_a_resolve_opens_a_new_alert() {
-        let mut book = AlertBook::new();
+        let mut book = AlertBook::new(NODE);
         opened(book.raise(
             AlertKind::ClientBlocked,
             "203.0.113.9",
@@ -412,7 +434,7 @@ mod tests {
 
     #[test]
     fn list_is_newest_first() {
-        let mut book = AlertBook::new();
+        let mut book = AlertBook::new(NODE);
         book.raise(AlertKind::DlqDepth, "a", Severity::Info, "", 30);
         book.raise(AlertKind::DlqDepth, "b", Severity::Info, "", 10);
         book.raise(AlertKind::DlqDepth, "c", Severity::Info, "", 20);
@@ -432,7 +454,7 @@ mod tests {
 
     #[test]
     fn history_is_bounded_to_the_most_recently_resolved() {
-        let mut book = AlertBook::with_limits(10, 3);
+        let mut book = AlertBook::with_limits(NODE, 10, 3);
         for i in 0..5_u64 {
             let s = format!("s{i}");
             book.raise(AlertKind::SlowStorage, &s, Severity::Warning, "", i);
@@ -441,7 +463,7 @@ mod tests {
         let kept: Vec<_> = book.list(false).into_iter().map(|a| a.subject).collect();
         assert_eq!(kept, vec!["s4", "s3", "s2"]);
         // The default keeps 1000.
-        let mut book = AlertBook::new();
+        let mut book = AlertBook::new(NODE);
         for i in 0..1_500_u64 {
             book.raise(AlertKind::BulkOperation, "bulk", Severity::Info, "", i);
             book.clear(AlertKind::BulkOperation, "bulk", i);
@@ -452,7 +474,7 @@ mod tests {
 
     #[test]
     fn active_alerts_are_bounded_too() {
-        let mut book = AlertBook::with_limits(2, 10);
+        let mut book = AlertBook::with_limits(NODE, 2, 10);
         assert!(
             book.raise(AlertKind::ClientBlocked, "a", Severity::Warning, "", 0)
                 .is_some()
@@ -507,7 +529,7 @@ mod tests {
 
     #[test]
     fn alerts_serialise_without_an_absent_resolution() {
-        let mut book = AlertBook::new();
+        let mut book = AlertBook::new(NODE);
         let a = opened(book.raise(
             AlertKind::BudgetViolated,
             "LCP /",
@@ -519,7 +541,7 @@ mod tests {
             serde_json::to_value(&a).unwrap(),
             serde_json::json!({
                 "kind": "budget_violated", "severity": "warning", "subject": "LCP /",
-                "started_at_ms": 7, "detail": "p75 3000 > 2500"
+                "started_at_ms": 7, "detail": "p75 3000 > 2500", "node": "node-a"
             })
         );
         let r = resolved(book.clear(AlertKind::BudgetViolated, "LCP /", 9));

@@ -6,6 +6,10 @@
 //! resolves when its condition clears; with `[alerts] destination` every transition is also
 //! stored as a message of type `alert.<kind>` for that destination, so herald's own alerts are
 //! delivered like any other webhook.
+//!
+//! The monitor judges this node only (`server.node_name`): its latencies, vitals and alerts are
+//! what this process saw, and every alert, in the API and in a published message, names the
+//! node.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -121,6 +125,8 @@ pub struct Gauges {
 /// What `GET /v1/perf` shows.
 #[derive(Debug, Clone, Serialize)]
 pub struct PerfReport {
+    /// `server.node_name`: the figures are this node's only.
+    pub node: String,
     pub routes: Vec<RouteStats>,
     pub vitals: Vec<VitalP75>,
     pub budgets: Vec<BudgetReport>,
@@ -200,12 +206,13 @@ impl Actor for PerfMonitor {
     ) -> Result<Self::State, ActorProcessingErr> {
         let window_ms = u64::try_from(VITALS_WINDOW.as_millis()).unwrap_or(u64::MAX);
         let health = Some(watch_storage(&args.core, myself.clone()));
+        let alerts = AlertBook::new(args.core.settings.node_name.clone());
         Ok(PerfState {
             core: args.core,
             budgets: args.budgets,
             routes: RouteLatencies::new(),
             vitals: VitalsWindow::new(window_ms, VITALS_MIN_SAMPLES),
-            alerts: AlertBook::new(),
+            alerts,
             storage: StorageTimings {
                 slow_threshold_ms: thresholds::SLOW_COMMIT_MS,
                 ..StorageTimings::default()
@@ -635,6 +642,7 @@ fn dlq_depth(state: &mut PerfState, gauges: Gauges, now: u64) -> Option<Transiti
 
 fn perf_report(state: &PerfState, now: u64) -> PerfReport {
     PerfReport {
+        node: state.core.settings.node_name.clone(),
         routes: state.routes.snapshot(),
         vitals: state
             .vitals
@@ -665,12 +673,7 @@ fn publish(core: &Arc<Core>, transitions: Vec<Transition>) {
             continue;
         };
         let now = now_ms();
-        let body = serde_json::json!({
-            "type": format!("alert.{}", alert.kind.as_str()),
-            "state": state,
-            "alert": alert,
-        });
-        let body = serde_json::to_vec(&body).unwrap_or_default();
+        let body = serde_json::to_vec(&alert_body(state, alert)).unwrap_or_default();
         let message = NewMessage {
             id: MessageId::generate(now),
             record: MessageRecord {
@@ -700,6 +703,48 @@ fn publish(core: &Arc<Core>, transitions: Vec<Transition>) {
     }
 }
 
+/// The payload of an alert's message: `{type: "alert.<kind>", state: opened|resolved, alert}`,
+/// the alert with its `node`, so a receiver fed by several nodes knows which one raised it.
+fn alert_body(state: &str, alert: &Alert) -> serde_json::Value {
+    serde_json::json!({
+        "type": format!("alert.{}", alert.kind.as_str()),
+        "state": state,
+        "alert": alert,
+    })
+}
+
 fn now_ms() -> u64 {
     unix_ms(SystemTime::now())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_alerts_message_names_the_node_that_raised_it() {
+        let mut book = AlertBook::new("node-a");
+        let Some(Transition::Opened(alert)) = book.raise(
+            AlertKind::CircuitOpen,
+            "billing",
+            Severity::Warning,
+            "circuit opened after 5 consecutive failures",
+            7,
+        ) else {
+            panic!("not opened");
+        };
+        assert_eq!(
+            alert_body("opened", &alert),
+            serde_json::json!({
+                "type": "alert.circuit_open",
+                "state": "opened",
+                "alert": {
+                    "kind": "circuit_open", "severity": "warning", "subject": "billing",
+                    "started_at_ms": 7, "detail": "circuit opened after 5 consecutive failures",
+                    "node": "node-a"
+                }
+            })
+        );
+    }
 }
