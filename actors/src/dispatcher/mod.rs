@@ -333,6 +333,7 @@ impl Actor for Dispatcher {
             }
         });
         let follower = tokio::spawn(follow_other_nodes(core.store.changes(), myself.clone()));
+        let nodes = core.store.nodes();
         Ok(DispatcherState {
             core,
             dlq,
@@ -342,7 +343,7 @@ impl Actor for Dispatcher {
             reads: 0,
             unrecorded: Vec::new(),
             timers: vec![ticker, waker, follower],
-            nodes: core.store.nodes(),
+            nodes,
         })
     }
 
