@@ -186,6 +186,16 @@ impl Store {
         })
     }
 
+    /// The redb backend, for this crate's unit tests that reach into its tables (to damage an
+    /// index, say); `None` over PostgreSQL.
+    #[cfg(test)]
+    pub(crate) fn as_redb(&self) -> Option<&embedded::Embedded> {
+        match &self.backend {
+            Backend::Redb(backend) => Some(backend),
+            Backend::Postgres(_) => None,
+        }
+    }
+
     fn redb(backend: embedded::Embedded) -> Self {
         Self {
             backend: Backend::Redb(backend),
@@ -207,7 +217,7 @@ impl Store {
 
     /// Accepts a message (see [`messages`]); `done` is called after the commit.
     pub fn insert_message(&self, msg: NewMessage, done: Completion<Accepted>) {
-        dispatch!(self.insert_message(msg, done))
+        dispatch!(self.insert_message(msg, done));
     }
 
     /// [`Self::insert_message`], awaiting the commit.
@@ -239,7 +249,7 @@ impl Store {
     /// whether the delivery was still live. Only that state is taken from the attempt's record:
     /// the API's changes made meanwhile stay, and a destination deleted meanwhile stays deleted.
     pub fn record_attempt(&self, update: AttemptUpdate, done: Completion<bool>) {
-        dispatch!(self.record_attempt(update, done))
+        dispatch!(self.record_attempt(update, done));
     }
 
     /// Up to `limit` deliveries of `destination` due by `now_ms`, skipping in-flight ones.
@@ -512,6 +522,6 @@ impl Store {
     /// Commits everything queued so far, then stops the writer. Later writes fail with
     /// [`StorageError::Closed`].
     pub async fn close(&self) {
-        dispatch!(self.close().await)
+        dispatch!(self.close().await);
     }
 }

@@ -766,6 +766,11 @@ mod tests {
         ("audit_by_subject", 4),
     ];
 
+    /// The redb backend of a store these tests opened (always redb).
+    fn redb(store: &Store) -> &crate::embedded::Embedded {
+        store.as_redb().unwrap()
+    }
+
     fn open() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("h.redb"), Options::default()).unwrap();
@@ -791,7 +796,7 @@ mod tests {
                 })
                 .collect()
         }
-        store
+        redb(store)
             .read(|txn| {
                 Ok(vec![
                     dump(txn, tables::MESSAGES),
@@ -805,7 +810,7 @@ mod tests {
     }
 
     async fn audit_id(store: &Store, subject: &'static str) -> u128 {
-        store
+        redb(store)
             .read(move |txn| {
                 let index = txn.open_table(tables::AUDIT_BY_SUBJECT)?;
                 let first = index.range((subject, 0)..=(subject, u128::MAX))?.next();
@@ -853,7 +858,7 @@ mod tests {
         let bogus_audit = MessageId::generate(3_000).0;
 
         // One entry lost and one bogus (or stale) entry added in every index.
-        store
+        redb(&store)
             .write(move |tx| {
                 let due = tx.deliveries_due()?;
                 due.remove(("d1", RECEIVED, m1.0))?;
@@ -939,7 +944,7 @@ mod tests {
     async fn a_repair_racing_writes_leaves_every_index_exact() {
         let (_dir, store) = open();
         fixture(&store).await;
-        store
+        redb(&store)
             .write(|tx| {
                 tx.deliveries_due()?.insert(("d9", 1, 7), ())?;
                 Ok(())
@@ -974,7 +979,7 @@ mod tests {
         let Fixture { m1, .. } = fixture(&store).await;
         // One job corrupts and repairs in the same transaction: the repair must see the
         // corruption (it reads the transaction, not a snapshot) and undo it.
-        let repaired = store
+        let repaired = redb(&store)
             .write(move |tx| {
                 tx.deliveries_due()?.remove(("d1", RECEIVED, m1.0))?;
                 rebuild_all(tx, &["deliveries_due", "dead_letters"])
@@ -1007,7 +1012,7 @@ mod tests {
     async fn an_undecodable_primary_row_fails_verification_loudly() {
         let (_dir, store) = open();
         let Fixture { m2, .. } = fixture(&store).await;
-        store
+        redb(&store)
             .write(move |tx| {
                 tx.deliveries()?.insert((m2.0, "d1"), &b"{"[..])?;
                 Ok(())

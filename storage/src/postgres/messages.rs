@@ -33,12 +33,11 @@ pub(super) async fn insert_batch(
     let mut claims: Vec<(u128, usize)> = Vec::new();
     for (i, msg) in msgs.iter().enumerate() {
         if let Some(key) = msg.dedupe_key {
-            match first_with.get(&key.0) {
-                Some(&first) => copy_of[i] = Some(first),
-                None => {
-                    first_with.insert(key.0, i);
-                    claims.push((key.0, i));
-                }
+            if let Some(&first) = first_with.get(&key.0) {
+                copy_of[i] = Some(first);
+            } else {
+                first_with.insert(key.0, i);
+                claims.push((key.0, i));
             }
         }
     }

@@ -137,7 +137,7 @@ pub(super) async fn migrate(client: &mut deadpool_postgres::Client) -> Result<[u
     tx.execute(
         "INSERT INTO herald_meta (name, value) VALUES ('schema_version', $1)
          ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
-        &[&(SCHEMA_VERSION as i64)],
+        &[&SCHEMA_VERSION.cast_signed()],
     )
     .await?;
     let fresh: [u8; 32] = rand::random();
