@@ -476,7 +476,11 @@ impl Store {
     }
 
     /// Every table with its entry count, the file's size and the schema version
-    /// (`GET /v1/storage`). Cheap: counts are kept in the B-tree headers, nothing is scanned.
+    /// (`GET /v1/storage`). Cheap on both backends. On redb the counts are kept in the B-tree
+    /// headers, nothing is scanned. On PostgreSQL the tables are the database's, with the
+    /// indexes standing for redb's secondary tables under the same names; counts are exact up
+    /// to 10 000 (no count reads more) and PostgreSQL's estimates beyond, and `file_bytes` is the
+    /// whole database's size (see the `postgres::maintenance` module).
     pub async fn stats(&self) -> Result<StorageStats> {
         dispatch!(self.stats().await)
     }
@@ -491,7 +495,9 @@ impl Store {
     /// rebuilds the wrong ones from their primary tables in one write job (no other write
     /// commits while it runs). Does not compact nor run redb's integrity check: both need the
     /// database exclusively, which a running herald never has; the report says so. See
-    /// [`maintenance`] for the costs and for [`maintenance::compact_offline`].
+    /// [`maintenance`] for the costs and for [`maintenance::compact_offline`]. On PostgreSQL,
+    /// which keeps its indexes consistent itself, there is nothing to verify or repair: the
+    /// report says so and names the operator's tools (`VACUUM`, `REINDEX`).
     pub async fn maintenance(&self, repair: bool) -> Result<MaintenanceReport> {
         dispatch!(self.maintenance(repair).await)
     }

@@ -64,16 +64,21 @@ use crate::records::{AuditEntry, DeliveryRecord, DeliveryStatus, SuppressionReco
 use crate::tables::{self, SCHEMA_VERSION_KEY};
 use crate::tx::Tx;
 
-/// What the file holds (`GET /v1/storage`).
+/// What the file holds (`GET /v1/storage`). On PostgreSQL the same fields describe the shared
+/// database (the `postgres::maintenance` module says exactly how).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StorageStats {
-    /// The schema version stored in the file.
+    /// The schema version stored in the file (on PostgreSQL, in `herald_meta`: the PostgreSQL
+    /// schema's own numbering).
     pub schema_version: u64,
     /// The database file's size on disk (0 for a store on a test backend, which has no file). It
     /// does not shrink when data is deleted: freed pages are reused, and only an offline
-    /// [`compact_offline`] returns them to the file system.
+    /// [`compact_offline`] returns them to the file system. On PostgreSQL, the whole database's
+    /// size (`pg_database_size`), which shrinks only after a `VACUUM FULL`.
     pub file_bytes: u64,
-    /// Every table in the file, by name.
+    /// Every table in the file, by name. On PostgreSQL, herald's tables and their secondary
+    /// indexes (those standing for redb's secondary tables under the same names), with entry
+    /// counts exact up to 10 000 and PostgreSQL's estimates beyond.
     pub tables: Vec<TableInfo>,
 }
 

@@ -304,7 +304,7 @@ pub(super) async fn list(
 }
 
 /// The deliveries of `ids`, each message's in destination-name order.
-async fn deliveries_of(
+pub(super) async fn deliveries_of(
     client: &impl GenericClient,
     ids: &[MessageId],
 ) -> Result<HashMap<MessageId, Vec<(String, DeliveryRecord)>>> {
