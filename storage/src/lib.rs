@@ -186,6 +186,16 @@ impl Store {
         })
     }
 
+    /// The redb backend, for this crate's unit tests that reach into its tables (to damage an
+    /// index, say); `None` over PostgreSQL.
+    #[cfg(test)]
+    pub(crate) fn as_redb(&self) -> Option<&embedded::Embedded> {
+        match &self.backend {
+            Backend::Redb(backend) => Some(backend),
+            Backend::Postgres(_) => None,
+        }
+    }
+
     fn redb(backend: embedded::Embedded) -> Self {
         Self {
             backend: Backend::Redb(backend),
@@ -213,7 +223,7 @@ impl Store {
 
     /// Accepts a message (see [`messages`]); `done` is called after the commit.
     pub fn insert_message(&self, msg: NewMessage, done: Completion<Accepted>) {
-        dispatch!(self.insert_message(msg, done))
+        dispatch!(self.insert_message(msg, done));
     }
 
     /// [`Self::insert_message`], awaiting the commit.
@@ -245,7 +255,7 @@ impl Store {
     /// whether the delivery was still live. Only that state is taken from the attempt's record:
     /// the API's changes made meanwhile stay, and a destination deleted meanwhile stays deleted.
     pub fn record_attempt(&self, update: AttemptUpdate, done: Completion<bool>) {
-        dispatch!(self.record_attempt(update, done))
+        dispatch!(self.record_attempt(update, done));
     }
 
     /// Up to `limit` deliveries of `destination` due by `now_ms`, skipping in-flight ones.
@@ -472,7 +482,11 @@ impl Store {
     }
 
     /// Every table with its entry count, the file's size and the schema version
-    /// (`GET /v1/storage`). Cheap: counts are kept in the B-tree headers, nothing is scanned.
+    /// (`GET /v1/storage`). Cheap on both backends. On redb the counts are kept in the B-tree
+    /// headers, nothing is scanned. On PostgreSQL the tables are the database's, with the
+    /// indexes standing for redb's secondary tables under the same names; counts are exact up
+    /// to 10 000 (no count reads more) and PostgreSQL's estimates beyond, and `file_bytes` is the
+    /// whole database's size (see the `postgres::maintenance` module).
     pub async fn stats(&self) -> Result<StorageStats> {
         dispatch!(self.stats().await)
     }
@@ -487,7 +501,9 @@ impl Store {
     /// rebuilds the wrong ones from their primary tables in one write job (no other write
     /// commits while it runs). Does not compact nor run redb's integrity check: both need the
     /// database exclusively, which a running herald never has; the report says so. See
-    /// [`maintenance`] for the costs and for [`maintenance::compact_offline`].
+    /// [`maintenance`] for the costs and for [`maintenance::compact_offline`]. On PostgreSQL,
+    /// which keeps its indexes consistent itself, there is nothing to verify or repair: the
+    /// report says so and names the operator's tools (`VACUUM`, `REINDEX`).
     pub async fn maintenance(&self, repair: bool) -> Result<MaintenanceReport> {
         dispatch!(self.maintenance(repair).await)
     }
@@ -518,6 +534,6 @@ impl Store {
     /// Commits everything queued so far, then stops the writer. Later writes fail with
     /// [`StorageError::Closed`].
     pub async fn close(&self) {
-        dispatch!(self.close().await)
+        dispatch!(self.close().await);
     }
 }

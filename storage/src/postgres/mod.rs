@@ -251,6 +251,15 @@ impl Shared {
         notify::send(tx, &self.inner.node, change).await
     }
 
+    /// [`Self::notify`] for many changes, in one statement.
+    pub(crate) async fn notify_all(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        changes: &[Change],
+    ) -> Result<()> {
+        notify::send_all(tx, &self.inner.node, changes).await
+    }
+
     /// How many nodes share the database now, this one included (see [`nodes`]).
     pub fn nodes(&self) -> usize {
         self.inner.alive.load(Ordering::Relaxed)
@@ -521,8 +530,8 @@ impl Shared {
     }
 
     pub async fn export_subject(&self, recipient: Recipient) -> Result<SubjectExport> {
-        let client = self.client().await?;
-        subjects::export(&client, &self.inner.pseudonyms, &recipient).await
+        let mut client = self.client().await?;
+        subjects::export(&mut client, &self.inner.pseudonyms, &recipient).await
     }
 
     // ---- maintenance and health -------------------------------------------------------------
