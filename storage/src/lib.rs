@@ -18,6 +18,10 @@
 //!   on), concurrent ingests and attempt outcomes grouped into one transaction; deliveries are
 //!   claimed with leases so each is in flight on one node at a time; the other nodes hear of
 //!   changes through `LISTEN`/`NOTIFY` ([`Change`]).
+//! - What each operation does to a delivery (an attempt's outcome, a DLQ retry, a resend, a
+//!   deletion of its destination) and what an attempt may change in a destination are pure
+//!   functions on the records ([`rules`]): both backends apply the same rules, and differ only
+//!   in how they find, lock and write the rows.
 //! - The schema version is checked at open: a newer database is refused rather than misread.
 
 pub mod deliveries;
@@ -36,6 +40,7 @@ mod migrate;
 pub mod postgres;
 mod recipient;
 mod records;
+mod rules;
 pub mod subjects;
 pub mod tables;
 #[cfg(feature = "test-hooks")]

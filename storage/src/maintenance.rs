@@ -60,7 +60,7 @@ use serde::Serialize;
 
 use crate::error::{Result, StorageError};
 use crate::messages::decode_message;
-use crate::records::{AuditEntry, DeliveryRecord, DeliveryStatus, SuppressionRecord, decode};
+use crate::records::{AuditEntry, DeliveryRecord, SuppressionRecord, decode};
 use crate::tables::{self, SCHEMA_VERSION_KEY};
 use crate::tx::Tx;
 
@@ -240,8 +240,8 @@ impl SecondaryIndex for DeliveriesDue {
     fn expected((id, destination): (u128, &str), raw: &[u8]) -> Result<Option<Self::Owned>> {
         let delivery: DeliveryRecord = decode("deliveries", raw)?;
         Ok(delivery
-            .next_attempt_at_ms
-            .filter(|_| delivery.status.is_live())
+            .queues()
+            .due_ms
             .map(|due| (destination.to_owned(), due, id)))
     }
 
@@ -286,8 +286,8 @@ impl SecondaryIndex for DeadLetters {
     fn expected((id, destination): (u128, &str), raw: &[u8]) -> Result<Option<Self::Owned>> {
         let delivery: DeliveryRecord = decode("deliveries", raw)?;
         Ok(delivery
-            .dead_at_ms
-            .filter(|_| delivery.status == DeliveryStatus::Dead)
+            .queues()
+            .dead_ms
             .map(|died| (died, id, destination.to_owned())))
     }
 
