@@ -165,6 +165,7 @@ impl Shared {
         let (health, _) = watch::channel(Health::Healthy);
         let (changes, _) = broadcast::channel(1024);
         let observer = options.observer;
+        let connect_timeout = options.connect_timeout;
         let shared = Self {
             inner: Arc::new_cyclic(|store| Inner {
                 pool,
@@ -179,7 +180,15 @@ impl Shared {
                 alive: Arc::new(AtomicUsize::new(1)),
             }),
         };
-        notify::spawn_listener(&shared);
+        // Whatever this node reads once `open` returns (its destinations, to build its copies)
+        // is then never older than the changes it will hear of: none falls in between.
+        let listening = notify::spawn_listener(&shared);
+        if tokio::time::timeout(connect_timeout, listening)
+            .await
+            .is_err()
+        {
+            tracing::warn!("not yet listening for the other nodes' changes");
+        }
         nodes::spawn_heartbeat(
             Arc::downgrade(&shared.inner),
             Arc::clone(&shared.inner.alive),
@@ -228,6 +237,16 @@ impl Shared {
             tracing::error!(%error, "PostgreSQL unavailable; reconnecting");
             tokio::spawn(probe(self.clone()));
         }
+    }
+
+    /// `outcome`, once the store is marked unavailable if it says the database could not be
+    /// reached: a connection lost under a claim or an API write starts the probe at once, as
+    /// one lost under the writer does.
+    fn checked<T>(&self, outcome: Result<T>) -> Result<T> {
+        if let Err(e) = &outcome {
+            self.failed(e);
+        }
+        outcome
     }
 
     /// Runs `op` on the writer's next grouped commit and waits for it.
@@ -316,15 +335,17 @@ impl Shared {
         skip: HashSet<MessageId>,
     ) -> Result<Vec<DueDelivery>> {
         let mut client = self.client().await?;
-        deliveries::claim_due(self, &mut client, &destination, now_ms, limit, &skip).await
+        self.checked(
+            deliveries::claim_due(self, &mut client, &destination, now_ms, limit, &skip).await,
+        )
     }
 
     pub async fn next_due(&self, destinations: Vec<String>) -> Result<Vec<(String, Option<u64>)>> {
-        deliveries::next_due(&self.client().await?, destinations).await
+        self.checked(deliveries::next_due(&self.client().await?, destinations).await)
     }
 
     pub async fn queued(&self, destination: String) -> Result<u64> {
-        deliveries::queued(&self.client().await?, &destination).await
+        self.checked(deliveries::queued(&self.client().await?, &destination).await)
     }
 
     pub async fn list_dead(
@@ -333,15 +354,17 @@ impl Shared {
         after: Option<DeadCursor>,
         limit: usize,
     ) -> Result<(Vec<DeadLetter>, Option<DeadCursor>)> {
-        deliveries::list_dead(&self.client().await?, &filter, after.as_ref(), limit).await
+        self.checked(
+            deliveries::list_dead(&self.client().await?, &filter, after.as_ref(), limit).await,
+        )
     }
 
     pub async fn dead(&self, key: DeliveryKey) -> Result<Option<DeadLetter>> {
-        deliveries::get_dead(&self.client().await?, &key).await
+        self.checked(deliveries::get_dead(&self.client().await?, &key).await)
     }
 
     pub async fn dead_keys(&self, filter: DeadFilter) -> Result<Vec<DeliveryKey>> {
-        deliveries::dead_keys(&self.client().await?, &filter).await
+        self.checked(deliveries::dead_keys(&self.client().await?, &filter).await)
     }
 
     pub async fn requeue<A>(&self, keys: Vec<DeliveryKey>, now_ms: u64, audit: A) -> Result<usize>
@@ -349,7 +372,7 @@ impl Shared {
         A: Fn(usize) -> Option<AuditEntry> + Send + 'static,
     {
         let mut client = self.client().await?;
-        deliveries::requeue(self, &mut client, &keys, now_ms, audit).await
+        self.checked(deliveries::requeue(self, &mut client, &keys, now_ms, audit).await)
     }
 
     pub async fn resend<A>(
@@ -363,7 +386,7 @@ impl Shared {
         A: Fn(usize) -> AuditEntry + Send + 'static,
     {
         let mut client = self.client().await?;
-        deliveries::resend(
+        let resent = deliveries::resend(
             self,
             &mut client,
             message,
@@ -371,27 +394,28 @@ impl Shared {
             now_ms,
             audit,
         )
-        .await
+        .await;
+        self.checked(resent)
     }
 
     pub async fn discard(&self, key: DeliveryKey, audit: AuditEntry) -> Result<bool> {
         let mut client = self.client().await?;
-        deliveries::discard(&mut client, &key, &audit).await
+        self.checked(deliveries::discard(&mut client, &key, &audit).await)
     }
 
     // ---- destinations -------------------------------------------------------------------------
 
     pub async fn destination(&self, name: String) -> Result<Option<DestinationRecord>> {
-        destinations::get(&self.client().await?, &name).await
+        self.checked(destinations::get(&self.client().await?, &name).await)
     }
 
     pub async fn destinations(&self) -> Result<Vec<(String, DestinationRecord)>> {
-        destinations::list(&self.client().await?).await
+        self.checked(destinations::list(&self.client().await?).await)
     }
 
     pub async fn put_destination(&self, name: String, record: DestinationRecord) -> Result<()> {
         let mut client = self.client().await?;
-        destinations::put(self, &mut client, &name, &record).await
+        self.checked(destinations::put(self, &mut client, &name, &record).await)
     }
 
     pub async fn create_destination(
@@ -401,7 +425,7 @@ impl Shared {
         audit: AuditEntry,
     ) -> Result<bool> {
         let mut client = self.client().await?;
-        destinations::create(self, &mut client, &name, &record, &audit).await
+        self.checked(destinations::create(self, &mut client, &name, &record, &audit).await)
     }
 
     pub async fn update_destination<F, A>(
@@ -415,7 +439,7 @@ impl Shared {
         A: Fn(&DestinationRecord, &DestinationRecord) -> AuditEntry + Send + 'static,
     {
         let mut client = self.client().await?;
-        destinations::update(self, &mut client, &name, change, audit).await
+        self.checked(destinations::update(self, &mut client, &name, change, audit).await)
     }
 
     pub async fn delete_destination<A>(
@@ -428,7 +452,7 @@ impl Shared {
         A: Fn(&DestinationRecord) -> AuditEntry + Send + 'static,
     {
         let mut client = self.client().await?;
-        destinations::delete(self, &mut client, &name, now_ms, audit).await
+        self.checked(destinations::delete(self, &mut client, &name, now_ms, audit).await)
     }
 
     // ---- subjects -------------------------------------------------------------------------------
