@@ -337,3 +337,105 @@ async fn the_other_node_hears_destination_changes_and_requeued_work() {
     assert!(heard_by_b.try_recv().is_err(), "B heard its own changes");
     assert!(heard_by_a.try_recv().is_err(), "A heard its own changes");
 }
+
+/// Two nodes recording outcomes for both of two destinations at once (circuits included),
+/// while the API resends the same messages: every write locks destinations before deliveries,
+/// each in key order, so none waits on another in a cycle. PostgreSQL would break a deadlock
+/// by failing one transaction, which the writer would then retry job by job: its statistics
+/// show whether any happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_on_two_nodes_never_deadlock() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let lease = Duration::from_secs(60);
+    let a = node(&db, "node-a", lease).await;
+    let b = node(&db, "node-b", lease).await;
+    for name in ["d", "e"] {
+        a.put_destination(name.into(), destination()).await.unwrap();
+    }
+    let mut ids = Vec::new();
+    for i in 0..120 {
+        let msg = message(i, &["d", "e"]);
+        ids.push(msg.id);
+        a.insert_message_async(msg).await.unwrap();
+    }
+    // Node `me` fails every attempt of its half, each with a new circuit for its destination,
+    // in an order that crosses the other node's: A takes d then e, B e then d.
+    let record = |store: Store, names: [&'static str; 2], half: usize| {
+        let ids = ids.clone();
+        tokio::spawn(async move {
+            let mut answers = Vec::new();
+            for (i, id) in ids.iter().enumerate().filter(|(i, _)| i % 2 == half) {
+                for name in names {
+                    let mut copy = destination();
+                    copy.circuit.consecutive_failures = u32::try_from(i).unwrap();
+                    let update = AttemptUpdate {
+                        key: DeliveryKey {
+                            message: *id,
+                            destination: name.into(),
+                        },
+                        destination: Some((name.into(), copy)),
+                        ..retry(*id, 2_000, 3_000)
+                    };
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    store.record_attempt(
+                        update,
+                        Box::new(move |outcome| {
+                            let _ = tx.send(outcome);
+                        }),
+                    );
+                    answers.push(rx);
+                }
+            }
+            let mut live = 0;
+            for answer in answers {
+                live += usize::from(answer.await.unwrap().unwrap());
+            }
+            live
+        })
+    };
+    let resend = |store: Store| {
+        let ids = ids.clone();
+        tokio::spawn(async move {
+            for id in ids.iter().rev() {
+                let audit = |_| herald_storage::AuditEntry {
+                    at_ms: 2_500,
+                    actor: "test".into(),
+                    action: "message.resend".into(),
+                    subject: "m".into(),
+                    before: None,
+                    after: None,
+                };
+                store.resend(*id, None, 2_500, audit).await.unwrap();
+            }
+        })
+    };
+    let (from_a, from_b, resent) = tokio::join!(
+        record(a.clone(), ["d", "e"], 0),
+        record(b.clone(), ["e", "d"], 1),
+        resend(b.clone()),
+    );
+    resent.unwrap();
+    assert_eq!(
+        from_a.unwrap() + from_b.unwrap(),
+        240,
+        "every outcome taken"
+    );
+
+    // The statistics are flushed when a session goes idle: give them a moment.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let deadlocks: i64 = client
+        .query_one(
+            "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(deadlocks, 0);
+}

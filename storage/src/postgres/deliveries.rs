@@ -184,14 +184,7 @@ pub(super) async fn record_batch(
         answers.push(Ok(recorded.taken()));
     }
     destinations.write(shared, tx).await?;
-    let written: Vec<(&DeliveryKey, &DeliveryRecord)> = taken
-        .into_iter()
-        .filter_map(|key| match rows.get(key) {
-            Some(Ok(row)) => Some((key, row)),
-            _ => None,
-        })
-        .collect();
-    write(tx, &written, Some(shared.node())).await?;
+    write(tx, &changed(&rows, taken), Some(shared.node())).await?;
     Ok(answers)
 }
 
@@ -383,7 +376,7 @@ where
         }
     }
     let n = requeued.len();
-    write(&tx, &decoded(&rows, requeued)?, None).await?;
+    write(&tx, &changed(&rows, requeued), None).await?;
     if let Some(entry) = audit(n) {
         super::subjects::append_audit(&tx, &entry).await?;
     }
@@ -448,7 +441,7 @@ where
         }
     }
     let n = resent.len();
-    write(&tx, &decoded(&rows, resent)?, None).await?;
+    write(&tx, &changed(&rows, resent), None).await?;
     super::subjects::append_audit(&tx, &audit(n)).await?;
     if n > 0 {
         shared.notify(&tx, &Change::Work).await?;
@@ -543,14 +536,16 @@ async fn lock(
     Ok(rows)
 }
 
-/// The records of `keys` among `rows` (all of which decoded: a rule changed them).
-fn decoded<'a>(
+/// The rows of `keys` among `rows`, to write back: a rule changed each, so each decoded.
+fn changed<'a>(
     rows: &'a BTreeMap<DeliveryKey, Result<DeliveryRecord>>,
     keys: BTreeSet<&'a DeliveryKey>,
-) -> Result<Vec<(&'a DeliveryKey, &'a DeliveryRecord)>> {
+) -> Vec<(&'a DeliveryKey, &'a DeliveryRecord)> {
     keys.into_iter()
-        .filter_map(|key| rows.get(key).map(|row| (key, row)))
-        .map(|(key, row)| row.as_ref().map(|row| (key, row)).map_err(Clone::clone))
+        .filter_map(|key| match rows.get(key) {
+            Some(Ok(row)) => Some((key, row)),
+            _ => None,
+        })
         .collect()
 }
 

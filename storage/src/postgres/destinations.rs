@@ -216,8 +216,12 @@ impl AttemptBatch {
     /// Takes an attempt's state from the dispatcher's copy `attempt`, if `name` still exists.
     pub(super) fn apply(&mut self, name: &str, attempt: &DestinationRecord) {
         if let Some(Ok(stored)) = self.stored.get_mut(name) {
+            let before = stored.clone();
             stored.take_attempt_state(attempt);
-            self.changed.insert(name.to_owned());
+            // Unchanged, it is neither written nor reloaded by the other nodes.
+            if *stored != before {
+                self.changed.insert(name.to_owned());
+            }
         }
     }
 
