@@ -395,7 +395,7 @@ async fn concurrent_writers_on_two_nodes_never_deadlock() {
             live
         })
     };
-    let resend = |store: Store| {
+    let resend_all = |store: Store| {
         let ids = ids.clone();
         tokio::spawn(async move {
             for id in ids.iter().rev() {
@@ -411,12 +411,12 @@ async fn concurrent_writers_on_two_nodes_never_deadlock() {
             }
         })
     };
-    let (from_a, from_b, resent) = tokio::join!(
+    let (from_a, from_b, resends) = tokio::join!(
         record(a.clone(), ["d", "e"], 0),
         record(b.clone(), ["e", "d"], 1),
-        resend(b.clone()),
+        resend_all(b.clone()),
     );
-    resent.unwrap();
+    resends.unwrap();
     assert_eq!(
         from_a.unwrap() + from_b.unwrap(),
         240,
