@@ -274,7 +274,9 @@ impl Store {
         dispatch!(self.due_deliveries(destination, now_ms, limit, skip).await)
     }
 
-    /// When the earliest queued delivery of each destination is due.
+    /// When the earliest queued delivery of each destination is due: when this node can next
+    /// claim one. On PostgreSQL a delivery another node has claimed counts from when its lease
+    /// ends (never later than that: see `postgres::deliveries::next_due`).
     pub async fn next_due(&self, destinations: Vec<String>) -> Result<Vec<(String, Option<u64>)>> {
         dispatch!(self.next_due(destinations).await)
     }

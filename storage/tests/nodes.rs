@@ -439,3 +439,46 @@ async fn concurrent_writers_on_two_nodes_never_deadlock() {
         .get(0);
     assert_eq!(deadlocks, 0);
 }
+
+/// A queue's next claimable time, as each node sees it: another node's claims count from when
+/// their lease ends, a node's own from when they are due; an outcome moves them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_due_time_counts_the_other_nodes_claims_from_their_lease_end() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let lease = Duration::from_secs(10);
+    let a = node(&db, "node-a", lease).await;
+    let b = node(&db, "node-b", lease).await;
+    a.put_destination("d".into(), destination()).await.unwrap();
+    let next = |store: Store| async move {
+        let next = store.next_due(vec!["d".into(), "e".into()]).await.unwrap();
+        assert_eq!(next[1], ("e".to_owned(), None));
+        next[0].1
+    };
+    assert_eq!(next(a.clone()).await, None, "an empty queue");
+    let ids = accept(&a, 3).await;
+    assert_eq!(next(b.clone()).await, Some(1_000));
+    assert_eq!(claim(&a, 2_000, 2, &[]).await, ids[..2]);
+    assert_eq!(next(a.clone()).await, Some(1_000), "A's own, in flight");
+    assert_eq!(
+        next(b.clone()).await,
+        Some(1_002),
+        "the one A did not claim"
+    );
+    assert_eq!(claim(&a, 2_000, 10, &[]).await, ids);
+    assert_eq!(next(b.clone()).await, Some(12_000), "when A's lease ends");
+    assert!(record_attempt(&a, retry(ids[1], 2_500, 4_000)).await);
+    assert_eq!(next(b.clone()).await, Some(4_000), "A's retry, unclaimed");
+
+    // Past the first deliveries looked at, the next one's due time stands for the rest.
+    for i in 0..70 {
+        a.insert_message_async(message(100 + i, &["d"]))
+            .await
+            .unwrap();
+    }
+    assert_eq!(claim(&a, 3_000, 100, &[]).await.len(), 72);
+    // All 72 are A's until 13 000; the 65th by due time (1 162) stands for the rest: earlier
+    // than the exact answer (the retry at 4 000), never later.
+    assert_eq!(next(b.clone()).await, Some(1_162));
+}

@@ -341,7 +341,8 @@ impl Shared {
     }
 
     pub async fn next_due(&self, destinations: Vec<String>) -> Result<Vec<(String, Option<u64>)>> {
-        self.checked(deliveries::next_due(&self.client().await?, destinations).await)
+        let client = self.client().await?;
+        self.checked(deliveries::next_due(&client, self.node(), destinations).await)
     }
 
     pub async fn queued(&self, destination: String) -> Result<u64> {
