@@ -7,7 +7,7 @@
 //! - What one node changes (a DLQ retry, a bulk suppression, an erasure, a destination) the
 //!   others see, through the API and on the delivery path (their caches are told).
 //!
-//! The database comes from `HERALD_TEST_POSTGRES_URL` (see `herald_storage::test_postgres`):
+//! The database comes from `POSTGRES_TEST_URL` (see `herald_storage::test_postgres`):
 //! without it these tests are skipped, except under `CI=true` where they fail.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -50,10 +50,7 @@ fn node_config(dir: &Path, url: &str, extra: &str) -> PathBuf {
 fn start(config: &Path, node: usize) -> Process {
     spawn_with_env(
         config,
-        &[
-            ("HERALD_SERVER_NODE_NAME", &format!("node-{node}")),
-            ("HERALD_LOG_LEVEL", "warn"),
-        ],
+        &[("HERALD_SERVER_NODE_NAME", &format!("node-{node}"))],
     )
 }
 
