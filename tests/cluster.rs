@@ -9,7 +9,8 @@
 //!
 //! The database comes from `POSTGRES_TEST_URL` (see `herald_storage::test_postgres`):
 //! without it these tests are skipped, except under `CI=true` where they fail.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+// Each test is one scenario across several processes, read top to bottom.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::too_many_lines)]
 
 mod common;
 
@@ -171,8 +172,8 @@ async fn three_nodes_keep_every_acknowledged_webhook_through_kills() {
     let wanted: HashSet<&str> = acknowledged.values().map(String::as_str).collect();
     let deadline = Instant::now() + Duration::from_secs(90);
     let (delivered, total) = loop {
-        let received = receiver.received();
-        let ids: HashSet<String> = received
+        let arrived = receiver.received();
+        let ids: HashSet<String> = arrived
             .iter()
             .filter_map(|r| {
                 r.headers
@@ -184,7 +185,7 @@ async fn three_nodes_keep_every_acknowledged_webhook_through_kills() {
             .collect();
         let missing = wanted.iter().filter(|id| !ids.contains(**id)).count();
         if missing == 0 {
-            break (ids, received.len());
+            break (ids, arrived.len());
         }
         assert!(
             Instant::now() < deadline,
