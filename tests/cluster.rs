@@ -433,3 +433,217 @@ async fn what_one_node_changes_the_others_see() {
         node.child.wait().unwrap();
     }
 }
+
+/// A loopback TCP proxy in front of PostgreSQL that can be cut (every connection closed, new
+/// ones refused) and restored: a database lost and back, without stopping the shared cluster.
+struct Proxy {
+    addr: SocketAddr,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    /// Bumped on every cut: connections of an older generation close themselves.
+    generation: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Proxy {
+    async fn start(upstream: SocketAddr) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let generation = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (up2, generation2) = (Arc::clone(&up), Arc::clone(&generation));
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                if !up2.load(Ordering::SeqCst) {
+                    continue; // dropped: refused
+                }
+                let born = generation2.load(Ordering::SeqCst);
+                let generation = Arc::clone(&generation2);
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let copy = tokio::io::copy_bidirectional(&mut client, &mut server);
+                    let cut = async {
+                        while generation.load(Ordering::SeqCst) == born {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    };
+                    tokio::select! {
+                        _ = copy => {}
+                        () = cut => {}
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            up,
+            generation,
+        }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// `url` with its host and port replaced by `addr`.
+fn through(url: &str, addr: SocketAddr) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let user = authority
+        .rsplit_once('@')
+        .map(|(user, _)| format!("{user}@"));
+    format!("{scheme}://{}{addr}/{path}", user.unwrap_or_default())
+}
+
+fn upstream(url: &str) -> SocketAddr {
+    let rest = url.split_once("://").unwrap().1;
+    let authority = rest.split_once('/').map_or(rest, |(a, _)| a);
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    host_port.parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_database_is_503_until_it_is_back_and_nothing_acknowledged_is_lost() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let proxy = Proxy::start(upstream(&db.url)).await;
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = node_config(
+        dir.path(),
+        &through(&db.url, proxy.addr),
+        &sink("sink", &receiver.url("/hook")),
+    );
+    let mut node = start(&config, 0);
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let send = |id: String| {
+        let (http, ingest) = (http.clone(), node.ingest);
+        async move {
+            let body = r#"{"type":"lost.db"}"#;
+            let mut req = http
+                .post(format!("http://{ingest}/webhooks/std"))
+                .body(body);
+            for (k, v) in std_headers(&id, now(), body.as_bytes()) {
+                req = req.header(k, v);
+            }
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap_or_default())
+        }
+    };
+    let ready = |http: reqwest::Client, api: SocketAddr| async move {
+        http.get(format!("http://{api}/readyz"))
+            .send()
+            .await
+            .map_or(0, |r| r.status().as_u16())
+    };
+    let mut acknowledged = Vec::new();
+    let (status, body) = send("evt_before".into()).await;
+    assert_eq!(status, 202, "{body}");
+    acknowledged.push(body["id"].as_str().unwrap().to_owned());
+
+    proxy.cut();
+    // Within a few seconds, herald notices: /readyz and ingest say 503.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut n = 0;
+    loop {
+        n += 1;
+        let (status, body) = send(format!("evt_during_{n}")).await;
+        match status {
+            202 => acknowledged.push(body["id"].as_str().unwrap().to_owned()),
+            503 => {
+                assert_eq!(body["error"]["code"], "unavailable", "{body}");
+                if ready(http.clone(), node.api).await == 503 {
+                    break;
+                }
+            }
+            other => panic!("ingest answered {other} with the database gone: {body}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "herald still ready without its database"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    proxy.restore();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ready(http.clone(), node.api).await != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "herald did not come back with its database"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, body) = send("evt_after".into()).await;
+    assert_eq!(status, 202, "{body}");
+    acknowledged.push(body["id"].as_str().unwrap().to_owned());
+
+    // Everything acknowledged is stored and delivered.
+    for id in &acknowledged {
+        let resp = http
+            .get(format!("http://{}/v1/messages/{id}", node.api))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{id} acknowledged, then lost");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ids: HashSet<String> = receiver
+            .received()
+            .iter()
+            .filter_map(|r| {
+                r.headers
+                    .get("webhook-id")?
+                    .to_str()
+                    .ok()
+                    .map(str::to_owned)
+            })
+            .collect();
+        if acknowledged.iter().all(|id| ids.contains(id)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "acknowledged webhooks not delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    node.signal("TERM");
+    node.child.wait().unwrap();
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_a_startup_error_naming_the_key() {
+    // A port nobody listens on: bind one, then let it go.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = free.local_addr().unwrap();
+    drop(free);
+    let dir = tempfile::tempdir().unwrap();
+    let config = node_config(dir.path(), &format!("postgres://herald@{addr}/herald"), "");
+    let output = std::process::Command::new(common::process::HERALD)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("storage.postgres_url"), "{stderr}");
+}

@@ -1,7 +1,10 @@
 //! Deliveries after acceptance: the dispatcher's queue, attempts and their outcomes, and the
 //! dead-letter queue.
 //!
-//! Invariants, kept by every function here in one transaction:
+//! The redb side: the rules themselves (what an outcome, a DLQ retry or a resend does to a
+//! delivery) are [`crate::rules`], shared with the PostgreSQL backend.
+//!
+//! Invariants, kept by every function here in one transaction ([`crate::rules::Queues`]):
 //! - a delivery is in `deliveries_due` under `(destination, next_attempt_at, message)` exactly
 //!   when its status is live (`pending`, `retrying`);
 //! - it is in `dead_letters` under `(dead_at, message, destination)` exactly when it is `dead`
@@ -12,9 +15,8 @@ use redb::{ReadTransaction, ReadableTable as _};
 
 use crate::error::{Result, StorageError};
 use crate::messages::decode_message;
-use crate::records::{
-    Attempt, DeliveryRecord, DeliveryStatus, MessageId, MessageRecord, decode, encode,
-};
+use crate::records::{Attempt, DeliveryRecord, MessageId, MessageRecord, decode, encode};
+use crate::rules::{DESTINATION_DELETED, Queues, Recorded};
 use crate::tables::{DEAD_LETTERS, DELIVERIES, DELIVERIES_DUE, MESSAGES};
 use crate::tx::Tx;
 
@@ -93,9 +95,9 @@ pub struct AttemptUpdate {
     pub now_ms: u64,
 }
 
-/// Applies an attempt's outcome. `attempt` is `None` for decisions taken without sending.
-/// Returns false if the delivery no longer exists or is no longer live (deleted meanwhile):
-/// then nothing is written.
+/// Applies an attempt's outcome ([`DeliveryRecord::record_outcome`]). `attempt` is `None` for
+/// decisions taken without sending. Returns false if the delivery no longer exists or is no
+/// longer live (deleted meanwhile): then nothing is written.
 pub(crate) fn record(
     tx: &mut Tx<'_>,
     key: &DeliveryKey,
@@ -108,58 +110,17 @@ pub(crate) fn record(
     let Some(mut delivery) = get_delivery(tx, id, dest)? else {
         return Ok(false);
     };
-    if !delivery.status.is_live() {
-        return Ok(false);
+    let was = delivery.queues();
+    let recorded = delivery.record_outcome(attempt, outcome, now_ms);
+    if recorded == Recorded::Changed {
+        put_moved(tx, id, dest, was, &delivery)?;
     }
-    // An attempt (or decision) that began by the time of a resend was asked for before it: it
-    // goes in the history, and the resend's fresh round stays queued, so the receiver still
-    // gets the delivery the resend promised.
-    let started = attempt.map_or(now_ms, |a| a.at_ms);
-    if delivery
-        .resent_at_ms
-        .is_some_and(|resent| started <= resent)
-    {
-        if let Some(attempt) = attempt {
-            delivery.attempts.push(attempt.clone());
-            put_delivery(tx, id, dest, &delivery)?;
-        }
-        return Ok(true);
-    }
-    if let Some(due) = delivery.next_attempt_at_ms {
-        tx.deliveries_due()?.remove((dest, due, id))?;
-    }
-    if let Some(attempt) = attempt {
-        delivery.attempts.push(attempt.clone());
-        if !matches!(outcome, Outcome::Wait { .. }) {
-            delivery.round_attempts = delivery.round_attempts.saturating_add(1);
-        }
-    }
-    let (status, next) = match outcome {
-        Outcome::Succeeded => (DeliveryStatus::Succeeded, None),
-        Outcome::Retry { at_ms } => (DeliveryStatus::Retrying, Some(*at_ms)),
-        Outcome::Wait { until_ms } => (delivery.status, Some(*until_ms)),
-        Outcome::Dead => (DeliveryStatus::Dead, None),
-        Outcome::Suppressed { reason } => {
-            delivery.reason = Some(reason.clone());
-            (DeliveryStatus::Suppressed, None)
-        }
-    };
-    delivery.status = status;
-    delivery.next_attempt_at_ms = next;
-    if let Some(due) = next {
-        tx.deliveries_due()?.insert((dest, due, id), ())?;
-    }
-    if status == DeliveryStatus::Dead {
-        delivery.dead_at_ms = Some(now_ms);
-        tx.dead_letters()?.insert((now_ms, id, dest), ())?;
-    }
-    put_delivery(tx, id, dest, &delivery)?;
-    Ok(true)
+    Ok(recorded.taken())
 }
 
-/// Puts dead deliveries back in the queue with a fresh round of attempts, due at `now_ms`.
-/// A delivery whose destination no longer exists stays in the DLQ: nothing would read its
-/// queue.
+/// Puts dead deliveries back in the queue with a fresh round of attempts, due at `now_ms`
+/// ([`DeliveryRecord::requeue`]). A delivery whose destination no longer exists stays in the
+/// DLQ: nothing would read its queue.
 /// Skips keys that are not dead (already retried, discarded, never existed). Returns how many
 /// were re-queued.
 pub(crate) fn requeue(tx: &mut Tx<'_>, keys: &[DeliveryKey], now_ms: u64) -> Result<usize> {
@@ -172,22 +133,11 @@ pub(crate) fn requeue(tx: &mut Tx<'_>, keys: &[DeliveryKey], now_ms: u64) -> Res
         let Some(mut delivery) = get_delivery(tx, id, dest)? else {
             continue;
         };
-        // In the DLQ: dead, and not discarded (which keeps `dead` but clears `dead_at_ms`).
-        let Some(died) = delivery
-            .dead_at_ms
-            .take()
-            .filter(|_| delivery.status == DeliveryStatus::Dead)
-        else {
-            continue;
-        };
-        tx.dead_letters()?.remove((died, id, dest))?;
-        delivery.status = DeliveryStatus::Pending;
-        delivery.round_attempts = 0;
-        delivery.reason = None;
-        delivery.next_attempt_at_ms = Some(now_ms);
-        tx.deliveries_due()?.insert((dest, now_ms, id), ())?;
-        put_delivery(tx, id, dest, &delivery)?;
-        requeued += 1;
+        let was = delivery.queues();
+        if delivery.requeue(now_ms) {
+            put_moved(tx, id, dest, was, &delivery)?;
+            requeued += 1;
+        }
     }
     Ok(requeued)
 }
@@ -195,8 +145,8 @@ pub(crate) fn requeue(tx: &mut Tx<'_>, keys: &[DeliveryKey], now_ms: u64) -> Res
 /// Resends a message: each of its deliveries (only the one to `destination`, if given) is due
 /// again at once with a fresh round of attempts, whatever its status — succeeded, dead (it
 /// leaves the DLQ), suppressed (the opt-out check runs again before the attempt) or still
-/// queued. Deliveries to destinations deleted since are skipped. `None` if there is no such
-/// message; otherwise how many deliveries were re-queued.
+/// queued ([`DeliveryRecord::resend`]). Deliveries to destinations deleted since are skipped.
+/// `None` if there is no such message; otherwise how many deliveries were re-queued.
 pub(crate) fn resend(
     tx: &mut Tx<'_>,
     message: MessageId,
@@ -228,47 +178,31 @@ pub(crate) fn resend(
         let Some(mut delivery) = get_delivery(tx, id, dest)? else {
             continue;
         };
-        if let Some(died) = delivery.dead_at_ms.take() {
-            tx.dead_letters()?.remove((died, id, dest))?;
-        }
-        if let Some(due) = delivery.next_attempt_at_ms
-            && delivery.status.is_live()
-        {
-            tx.deliveries_due()?.remove((dest, due, id))?;
-        }
-        delivery.status = DeliveryStatus::Pending;
-        delivery.round_attempts = 0;
-        delivery.reason = None;
-        delivery.next_attempt_at_ms = Some(now_ms);
-        delivery.resent_at_ms = Some(now_ms);
-        tx.deliveries_due()?.insert((dest, now_ms, id), ())?;
-        put_delivery(tx, id, dest, &delivery)?;
+        let was = delivery.queues();
+        delivery.resend(now_ms);
+        put_moved(tx, id, dest, was, &delivery)?;
         requeued += 1;
     }
     Ok(Some(requeued))
 }
 
-/// Removes a dead delivery from the DLQ; it stays `dead` in the message's history. False if it
-/// was not in the DLQ.
+/// Removes a dead delivery from the DLQ ([`DeliveryRecord::discard`]); it stays `dead` in the
+/// message's history. False if it was not in the DLQ.
 pub(crate) fn discard(tx: &mut Tx<'_>, key: &DeliveryKey) -> Result<bool> {
     let (id, dest) = (key.message.0, key.destination.as_str());
     let Some(mut delivery) = get_delivery(tx, id, dest)? else {
         return Ok(false);
     };
-    let Some(died) = delivery
-        .dead_at_ms
-        .take()
-        .filter(|_| delivery.status == DeliveryStatus::Dead)
-    else {
+    let was = delivery.queues();
+    if !delivery.discard() {
         return Ok(false);
-    };
-    tx.dead_letters()?.remove((died, id, dest))?;
-    put_delivery(tx, id, dest, &delivery)?;
+    }
+    put_moved(tx, id, dest, was, &delivery)?;
     Ok(true)
 }
 
 /// Kills every live delivery to `destination` (it is being deleted): they go to the DLQ with
-/// that reason. Returns how many.
+/// that reason ([`DeliveryRecord::kill`]). Returns how many.
 pub(crate) fn kill_destination(tx: &mut Tx<'_>, destination: &str, now_ms: u64) -> Result<usize> {
     let queued: Vec<(u64, u128)> = tx
         .deliveries_due()?
@@ -280,18 +214,50 @@ pub(crate) fn kill_destination(tx: &mut Tx<'_>, destination: &str, now_ms: u64) 
             })
         })
         .collect::<Result<_, _>>()?;
-    for (due, id) in &queued {
-        tx.deliveries_due()?.remove((destination, *due, *id))?;
-        if let Some(mut delivery) = get_delivery(tx, *id, destination)? {
-            delivery.status = DeliveryStatus::Dead;
-            delivery.next_attempt_at_ms = None;
-            delivery.dead_at_ms = Some(now_ms);
-            delivery.reason = Some("destination deleted".into());
-            tx.dead_letters()?.insert((now_ms, *id, destination), ())?;
-            put_delivery(tx, *id, destination, &delivery)?;
+    let mut killed = 0;
+    for (due, id) in queued {
+        let Some(mut delivery) = get_delivery(tx, id, destination)? else {
+            // An entry without its delivery: nothing to kill, and nothing to queue either.
+            tx.deliveries_due()?.remove((destination, due, id))?;
+            continue;
+        };
+        let was = delivery.queues();
+        if delivery.kill(now_ms, DESTINATION_DELETED) {
+            put_moved(tx, id, destination, was, &delivery)?;
+            killed += 1;
         }
     }
-    Ok(queued.len())
+    Ok(killed)
+}
+
+/// Writes `delivery`, moving its `deliveries_due` and `dead_letters` entries from where they
+/// were (`was`, before the change) to where it now belongs: the one place the redb backend
+/// keeps the rules' invariants in its indexes.
+fn put_moved(
+    tx: &mut Tx<'_>,
+    id: u128,
+    dest: &str,
+    was: Queues,
+    delivery: &DeliveryRecord,
+) -> Result<()> {
+    let now = delivery.queues();
+    if was.due_ms != now.due_ms {
+        if let Some(due) = was.due_ms {
+            tx.deliveries_due()?.remove((dest, due, id))?;
+        }
+        if let Some(due) = now.due_ms {
+            tx.deliveries_due()?.insert((dest, due, id), ())?;
+        }
+    }
+    if was.dead_ms != now.dead_ms {
+        if let Some(died) = was.dead_ms {
+            tx.dead_letters()?.remove((died, id, dest))?;
+        }
+        if let Some(died) = now.dead_ms {
+            tx.dead_letters()?.insert((died, id, dest), ())?;
+        }
+    }
+    put_delivery(tx, id, dest, delivery)
 }
 
 fn get_delivery(tx: &mut Tx<'_>, id: u128, dest: &str) -> Result<Option<DeliveryRecord>> {
@@ -455,9 +421,9 @@ pub(crate) fn get_dead(txn: &ReadTransaction, key: &DeliveryKey) -> Result<Optio
         return Ok(None);
     };
     let delivery: DeliveryRecord = decode("deliveries", raw.value())?;
-    match (delivery.status, delivery.dead_at_ms) {
-        (DeliveryStatus::Dead, Some(at)) => dead_letter(txn, key.message.0, &key.destination, at),
-        _ => Ok(None),
+    match delivery.queues().dead_ms {
+        Some(at) => dead_letter(txn, key.message.0, &key.destination, at),
+        None => Ok(None),
     }
 }
 

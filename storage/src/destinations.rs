@@ -33,11 +33,8 @@ pub(crate) fn put(tx: &mut Tx<'_>, name: &str, record: &DestinationRecord) -> Re
 }
 
 /// Takes from `attempt` (the dispatcher's copy of the record, with an attempt's outcome
-/// applied) what an attempt may change: the circuit, and the disabling after a 410. The rest
-/// stays as stored. The copy may be stale: the API may have changed the destination (a new
-/// secret, a new URL) or deleted it while the attempt was in flight, and writing the copy
-/// whole would undo that change or bring the destination back. A deleted destination stays
-/// deleted.
+/// applied) what an attempt may change ([`DestinationRecord::take_attempt_state`]), if the
+/// destination still exists: a deleted destination stays deleted.
 pub(crate) fn apply_attempt(
     tx: &mut Tx<'_>,
     name: &str,
@@ -46,12 +43,7 @@ pub(crate) fn apply_attempt(
     let Some(mut stored) = get_for_update(tx, name)? else {
         return Ok(());
     };
-    stored.circuit = attempt.circuit;
-    if stored.enabled && !attempt.enabled {
-        stored.enabled = false;
-        stored.disabled_reason.clone_from(&attempt.disabled_reason);
-        stored.updated_at_ms = attempt.updated_at_ms;
-    }
+    stored.take_attempt_state(attempt);
     put(tx, name, &stored)
 }
 

@@ -133,7 +133,7 @@ impl Embedded {
     }
 
     /// Runs `op` in the next group commit and waits for the commit.
-    async fn write<T, F>(&self, op: F) -> Result<T>
+    pub(crate) async fn write<T, F>(&self, op: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnMut(&mut Tx<'_>) -> Result<T> + Send + 'static,
@@ -149,7 +149,7 @@ impl Embedded {
     }
 
     /// Runs `op` on a read snapshot, on the blocking pool.
-    async fn read<T, F>(&self, op: F) -> Result<T>
+    pub(crate) async fn read<T, F>(&self, op: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&ReadTransaction) -> Result<T> + Send + 'static,

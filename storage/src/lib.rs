@@ -18,6 +18,10 @@
 //!   on), concurrent ingests and attempt outcomes grouped into one transaction; deliveries are
 //!   claimed with leases so each is in flight on one node at a time; the other nodes hear of
 //!   changes through `LISTEN`/`NOTIFY` ([`Change`]).
+//! - What each operation does to a delivery (an attempt's outcome, a DLQ retry, a resend, a
+//!   deletion of its destination) and what an attempt may change in a destination are pure
+//!   functions on the records ([`rules`]): both backends apply the same rules, and differ only
+//!   in how they find, lock and write the rows.
 //! - The schema version is checked at open: a newer database is refused rather than misread.
 
 pub mod deliveries;
@@ -36,6 +40,7 @@ mod migrate;
 pub mod postgres;
 mod recipient;
 mod records;
+mod rules;
 pub mod subjects;
 pub mod tables;
 #[cfg(feature = "test-hooks")]
@@ -186,6 +191,16 @@ impl Store {
         })
     }
 
+    /// The redb backend, for this crate's unit tests that reach into its tables (to damage an
+    /// index, say); `None` over PostgreSQL.
+    #[cfg(test)]
+    pub(crate) fn as_redb(&self) -> Option<&embedded::Embedded> {
+        match &self.backend {
+            Backend::Redb(backend) => Some(backend),
+            Backend::Postgres(_) => None,
+        }
+    }
+
     fn redb(backend: embedded::Embedded) -> Self {
         Self {
             backend: Backend::Redb(backend),
@@ -213,7 +228,7 @@ impl Store {
 
     /// Accepts a message (see [`messages`]); `done` is called after the commit.
     pub fn insert_message(&self, msg: NewMessage, done: Completion<Accepted>) {
-        dispatch!(self.insert_message(msg, done))
+        dispatch!(self.insert_message(msg, done));
     }
 
     /// [`Self::insert_message`], awaiting the commit.
@@ -245,7 +260,7 @@ impl Store {
     /// whether the delivery was still live. Only that state is taken from the attempt's record:
     /// the API's changes made meanwhile stay, and a destination deleted meanwhile stays deleted.
     pub fn record_attempt(&self, update: AttemptUpdate, done: Completion<bool>) {
-        dispatch!(self.record_attempt(update, done))
+        dispatch!(self.record_attempt(update, done));
     }
 
     /// Up to `limit` deliveries of `destination` due by `now_ms`, skipping in-flight ones.
@@ -259,7 +274,9 @@ impl Store {
         dispatch!(self.due_deliveries(destination, now_ms, limit, skip).await)
     }
 
-    /// When the earliest queued delivery of each destination is due.
+    /// When the earliest queued delivery of each destination is due: when this node can next
+    /// claim one. On PostgreSQL a delivery another node has claimed counts from when its lease
+    /// ends (never later than that: see `postgres::deliveries::next_due`).
     pub async fn next_due(&self, destinations: Vec<String>) -> Result<Vec<(String, Option<u64>)>> {
         dispatch!(self.next_due(destinations).await)
     }
@@ -472,7 +489,11 @@ impl Store {
     }
 
     /// Every table with its entry count, the file's size and the schema version
-    /// (`GET /v1/storage`). Cheap: counts are kept in the B-tree headers, nothing is scanned.
+    /// (`GET /v1/storage`). Cheap on both backends. On redb the counts are kept in the B-tree
+    /// headers, nothing is scanned. On PostgreSQL the tables are the database's, with the
+    /// indexes standing for redb's secondary tables under the same names; counts are exact up
+    /// to 10 000 (no count reads more) and PostgreSQL's estimates beyond, and `file_bytes` is the
+    /// whole database's size (see the `postgres::maintenance` module).
     pub async fn stats(&self) -> Result<StorageStats> {
         dispatch!(self.stats().await)
     }
@@ -487,7 +508,9 @@ impl Store {
     /// rebuilds the wrong ones from their primary tables in one write job (no other write
     /// commits while it runs). Does not compact nor run redb's integrity check: both need the
     /// database exclusively, which a running herald never has; the report says so. See
-    /// [`maintenance`] for the costs and for [`maintenance::compact_offline`].
+    /// [`maintenance`] for the costs and for [`maintenance::compact_offline`]. On PostgreSQL,
+    /// which keeps its indexes consistent itself, there is nothing to verify or repair: the
+    /// report says so and names the operator's tools (`VACUUM`, `REINDEX`).
     pub async fn maintenance(&self, repair: bool) -> Result<MaintenanceReport> {
         dispatch!(self.maintenance(repair).await)
     }
@@ -518,6 +541,6 @@ impl Store {
     /// Commits everything queued so far, then stops the writer. Later writes fail with
     /// [`StorageError::Closed`].
     pub async fn close(&self) {
-        dispatch!(self.close().await)
+        dispatch!(self.close().await);
     }
 }

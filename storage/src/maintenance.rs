@@ -60,20 +60,25 @@ use serde::Serialize;
 
 use crate::error::{Result, StorageError};
 use crate::messages::decode_message;
-use crate::records::{AuditEntry, DeliveryRecord, DeliveryStatus, SuppressionRecord, decode};
+use crate::records::{AuditEntry, DeliveryRecord, SuppressionRecord, decode};
 use crate::tables::{self, SCHEMA_VERSION_KEY};
 use crate::tx::Tx;
 
-/// What the file holds (`GET /v1/storage`).
+/// What the file holds (`GET /v1/storage`). On PostgreSQL the same fields describe the shared
+/// database (the `postgres::maintenance` module says exactly how).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StorageStats {
-    /// The schema version stored in the file.
+    /// The schema version stored in the file (on PostgreSQL, in `herald_meta`: the PostgreSQL
+    /// schema's own numbering).
     pub schema_version: u64,
     /// The database file's size on disk (0 for a store on a test backend, which has no file). It
     /// does not shrink when data is deleted: freed pages are reused, and only an offline
-    /// [`compact_offline`] returns them to the file system.
+    /// [`compact_offline`] returns them to the file system. On PostgreSQL, the whole database's
+    /// size (`pg_database_size`), which shrinks only after a `VACUUM FULL`.
     pub file_bytes: u64,
-    /// Every table in the file, by name.
+    /// Every table in the file, by name. On PostgreSQL, herald's tables and their secondary
+    /// indexes (those standing for redb's secondary tables under the same names), with entry
+    /// counts exact up to 10 000 and PostgreSQL's estimates beyond.
     pub tables: Vec<TableInfo>,
 }
 
@@ -235,8 +240,8 @@ impl SecondaryIndex for DeliveriesDue {
     fn expected((id, destination): (u128, &str), raw: &[u8]) -> Result<Option<Self::Owned>> {
         let delivery: DeliveryRecord = decode("deliveries", raw)?;
         Ok(delivery
-            .next_attempt_at_ms
-            .filter(|_| delivery.status.is_live())
+            .queues()
+            .due_ms
             .map(|due| (destination.to_owned(), due, id)))
     }
 
@@ -281,8 +286,8 @@ impl SecondaryIndex for DeadLetters {
     fn expected((id, destination): (u128, &str), raw: &[u8]) -> Result<Option<Self::Owned>> {
         let delivery: DeliveryRecord = decode("deliveries", raw)?;
         Ok(delivery
-            .dead_at_ms
-            .filter(|_| delivery.status == DeliveryStatus::Dead)
+            .queues()
+            .dead_ms
             .map(|died| (died, id, destination.to_owned())))
     }
 
@@ -766,6 +771,11 @@ mod tests {
         ("audit_by_subject", 4),
     ];
 
+    /// The redb backend of a store these tests opened (always redb).
+    fn redb(store: &Store) -> &crate::embedded::Embedded {
+        store.as_redb().unwrap()
+    }
+
     fn open() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("h.redb"), Options::default()).unwrap();
@@ -791,7 +801,7 @@ mod tests {
                 })
                 .collect()
         }
-        store
+        redb(store)
             .read(|txn| {
                 Ok(vec![
                     dump(txn, tables::MESSAGES),
@@ -805,7 +815,7 @@ mod tests {
     }
 
     async fn audit_id(store: &Store, subject: &'static str) -> u128 {
-        store
+        redb(store)
             .read(move |txn| {
                 let index = txn.open_table(tables::AUDIT_BY_SUBJECT)?;
                 let first = index.range((subject, 0)..=(subject, u128::MAX))?.next();
@@ -853,7 +863,7 @@ mod tests {
         let bogus_audit = MessageId::generate(3_000).0;
 
         // One entry lost and one bogus (or stale) entry added in every index.
-        store
+        redb(&store)
             .write(move |tx| {
                 let due = tx.deliveries_due()?;
                 due.remove(("d1", RECEIVED, m1.0))?;
@@ -939,7 +949,7 @@ mod tests {
     async fn a_repair_racing_writes_leaves_every_index_exact() {
         let (_dir, store) = open();
         fixture(&store).await;
-        store
+        redb(&store)
             .write(|tx| {
                 tx.deliveries_due()?.insert(("d9", 1, 7), ())?;
                 Ok(())
@@ -974,7 +984,7 @@ mod tests {
         let Fixture { m1, .. } = fixture(&store).await;
         // One job corrupts and repairs in the same transaction: the repair must see the
         // corruption (it reads the transaction, not a snapshot) and undo it.
-        let repaired = store
+        let repaired = redb(&store)
             .write(move |tx| {
                 tx.deliveries_due()?.remove(("d1", RECEIVED, m1.0))?;
                 rebuild_all(tx, &["deliveries_due", "dead_letters"])
@@ -1007,7 +1017,7 @@ mod tests {
     async fn an_undecodable_primary_row_fails_verification_loudly() {
         let (_dir, store) = open();
         let Fixture { m2, .. } = fixture(&store).await;
-        store
+        redb(&store)
             .write(move |tx| {
                 tx.deliveries()?.insert((m2.0, "d1"), &b"{"[..])?;
                 Ok(())

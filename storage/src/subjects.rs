@@ -5,6 +5,19 @@
 //! miss a change that happened, nor record one that did not. Suppressions carry an expiry index
 //! that a periodic sweep uses; an expired entry already stops applying at its expiry time
 //! ([`SuppressionRecord::active`]), the sweep only reclaims it.
+//!
+//! # Rules shared by both backends
+//!
+//! The table code below is redb's; [`crate::postgres`] stores the same records in its own
+//! tables. What the answers *are* is decided once, by the pure functions of the section "rules
+//! shared by both backends", which both call with what they read:
+//! - what an erasure keeps under the pseudonym ([`erased_preferences`], [`erased_suppression`],
+//!   [`refile`] for the audit trail);
+//! - how a recipient's two keys combine: its effective preferences
+//!   ([`effective_preferences`]), the suppressions that apply to it ([`applying`]), its
+//!   export ([`assemble_export`]);
+//! - which suppressions the expiry sweep reclaims ([`sweep_bound`]), how an audit entry gets
+//!   its id ([`audit_id`]) and how a stored key is shown ([`stored_recipient`]).
 
 use std::sync::Arc;
 
@@ -98,8 +111,7 @@ pub struct NewSuppression {
 }
 
 pub(crate) fn append_audit(tx: &mut Tx<'_>, entry: &AuditEntry) -> Result<u128> {
-    // Time-ordered ids; the random low bits keep two entries of one millisecond apart.
-    let id = MessageId::generate(entry.at_ms).0;
+    let id = audit_id(entry);
     tx.audit()?.insert(id, encode(entry).as_slice())?;
     tx.audit_by_subject()?
         .insert((entry.subject.as_str(), id), ())?;
@@ -155,11 +167,12 @@ pub(crate) fn delete_suppression(
     Ok(removed)
 }
 
-/// Removes up to `max` suppressions that expired by `now_ms`; returns how many.
+/// Removes up to `max` suppressions that expired by `now_ms` ([`sweep_bound`]); returns how
+/// many.
 pub(crate) fn sweep_suppressions(tx: &mut Tx<'_>, now_ms: u64, max: usize) -> Result<usize> {
     let expired: Vec<(u64, String, String)> = tx
         .suppressions_by_expiry()?
-        .range((0, "", "")..=(now_ms, "", ""))?
+        .range((0, "", "")..(sweep_bound(now_ms), "", ""))?
         .take(max)
         .map(|e| {
             e.map(|(k, _)| {
@@ -283,10 +296,9 @@ pub(crate) fn erase(tx: &mut Tx<'_>, alias: &Recipient, recipient: &Recipient) -
 
     if let Some(previous) = put_preferences(tx, who, None)? {
         report.preferences = true;
-        if let Some(kept) = opt_outs(&previous) {
-            let held = get_preferences(tx, alias)?;
-            let merged = overlay(held, Some(kept));
-            put_preferences(tx, alias, merged.as_ref())?;
+        let held = get_preferences(tx, alias)?;
+        if let Some(kept) = erased_preferences(&previous, held) {
+            put_preferences(tx, alias, Some(&kept))?;
             report.opt_outs_kept = true;
         }
     }
@@ -303,10 +315,9 @@ pub(crate) fn erase(tx: &mut Tx<'_>, alias: &Recipient, recipient: &Recipient) -
         })
         .collect::<Result<_, _>>()?;
     for (channel, raw) in &held {
-        let mut record: SuppressionRecord = decode("suppressions", raw)?;
+        let record: SuppressionRecord = decode("suppressions", raw)?;
         delete_suppression(tx, who, channel)?;
-        record.note = None; // free text may name the person
-        put_suppression(tx, alias, channel, &record)?;
+        put_suppression(tx, alias, channel, &erased_suppression(record))?;
     }
     report.suppressions = held.len();
 
@@ -332,11 +343,7 @@ pub(crate) fn move_audit_subject(
             continue;
         };
         let mut entry: AuditEntry = decode("audit", &raw)?;
-        to.clone_into(&mut entry.subject);
-        if scrub_values {
-            entry.before = entry.before.map(|v| scrub(v, from, to));
-            entry.after = entry.after.map(|v| scrub(v, from, to));
-        }
+        refile(&mut entry, from, to, scrub_values);
         tx.audit()?.insert(*id, encode(&entry).as_slice())?;
         tx.audit_by_subject()?.remove((from, *id))?;
         tx.audit_by_subject()?.insert((to, *id), ())?;
@@ -395,27 +402,30 @@ pub(crate) fn suppressions_of(
     pseudonyms: &Pseudonyms,
     recipient: &Recipient,
 ) -> Result<Vec<SuppressionView>> {
-    let mut out = suppressions_under(txn, recipient)?;
-    out.extend(suppressions_under(txn, &pseudonyms.of(recipient))?);
-    Ok(out)
+    Ok(applying(
+        suppressions_under(txn, recipient)?,
+        suppressions_under(txn, &pseudonyms.of(recipient))?,
+    ))
 }
 
-/// A recipient's effective preferences: the opt-outs kept under its pseudonym (if it was
-/// erased) with whatever it chose since laid on top.
+/// The preferences stored under exactly `key`, on a read snapshot.
+fn preferences_under(txn: &ReadTransaction, key: &Recipient) -> Result<Option<Preferences>> {
+    txn.open_table(PREFERENCES)?
+        .get(key.as_str())?
+        .map(|raw| decode("preferences", raw.value()))
+        .transpose()
+}
+
+/// A recipient's effective preferences ([`effective_preferences`]).
 pub(crate) fn preferences_of(
     txn: &ReadTransaction,
     pseudonyms: &Pseudonyms,
     recipient: &Recipient,
 ) -> Result<Option<Preferences>> {
-    let table = txn.open_table(PREFERENCES)?;
-    let get = |key: &str| -> Result<Option<Preferences>> {
-        table
-            .get(key)?
-            .map(|raw| decode("preferences", raw.value()))
-            .transpose()
-    };
-    let kept = get(pseudonyms.of(recipient).as_str())?;
-    Ok(overlay(kept, get(recipient.as_str())?))
+    Ok(effective_preferences(
+        preferences_under(txn, recipient)?,
+        preferences_under(txn, &pseudonyms.of(recipient))?,
+    ))
 }
 
 /// Suppressions in (recipient, channel) order after the cursor `after`.
@@ -451,10 +461,7 @@ pub(crate) fn list_suppressions(
             break;
         }
         items.push(SuppressionView {
-            // Keys are written canonical; a key that is not (a bug) is not worth failing a
-            // listing for, so it is shown as stored.
-            recipient: Recipient::parse(r)
-                .unwrap_or_else(|_| Recipient::from_pseudonym(r.to_owned())),
+            recipient: stored_recipient(r),
             channel: c.to_owned(),
             record: decode("suppressions", v.value())?,
         });
@@ -524,6 +531,7 @@ pub struct SubjectExport {
     pub messages: Vec<MessageView>,
 }
 
+/// Everything held about `recipient`, on one read snapshot ([`assemble_export`]).
 pub(crate) fn export(
     txn: &ReadTransaction,
     pseudonyms: &Pseudonyms,
@@ -538,13 +546,246 @@ pub(crate) fn export(
             messages.push(view);
         }
     }
-    let alias = pseudonyms.of(recipient);
-    let mut audit = list_audit(txn, Some(who), None, None, usize::MAX)?.0;
-    audit.extend(list_audit(txn, Some(alias.as_str()), None, None, usize::MAX)?.0);
-    Ok(SubjectExport {
-        preferences: preferences_of(txn, pseudonyms, recipient)?,
-        suppressions: suppressions_of(txn, pseudonyms, recipient)?,
+    let held = |key: &Recipient| -> Result<Held> {
+        Ok(Held {
+            preferences: preferences_under(txn, key)?,
+            suppressions: suppressions_under(txn, key)?,
+            audit: list_audit(txn, Some(key.as_str()), None, None, usize::MAX)?.0,
+        })
+    };
+    Ok(assemble_export(
+        held(recipient)?,
+        held(&pseudonyms.of(recipient))?,
+        messages,
+    ))
+}
+
+// ---- rules shared by both backends ---------------------------------------------------------
+//
+// Pure functions of what a backend read: each backend does its own table access and calls
+// these for the answer, so both answer the same (see the module docs).
+
+/// An audit entry's id: a ULID of its time, so ids sort in time order; the random low bits
+/// keep two entries of one millisecond (or of two nodes) apart.
+pub(crate) fn audit_id(entry: &AuditEntry) -> u128 {
+    MessageId::generate(entry.at_ms).0
+}
+
+/// The expiry sweep at `now_ms` reclaims the suppressions expiring before this time (earliest
+/// first, then in (recipient, channel) order): exactly those that no longer apply
+/// ([`SuppressionRecord::active`]), one expiring at `now_ms` included.
+pub(crate) fn sweep_bound(now_ms: u64) -> u64 {
+    now_ms.saturating_add(1)
+}
+
+/// A stored recipient key as shown. Keys are written canonical; one that is not (a bug) is not
+/// worth failing a listing for, so it is shown as stored.
+pub(crate) fn stored_recipient(key: &str) -> Recipient {
+    Recipient::parse(key).unwrap_or_else(|_| Recipient::from_pseudonym(key.to_owned()))
+}
+
+/// What an erasure keeps of a recipient's own preferences `previous` (which it deletes): their
+/// opt-outs laid over what its pseudonym already holds (`held`). `None` when there is no
+/// opt-out to keep: the pseudonym's entry stays as it is.
+pub(crate) fn erased_preferences(
+    previous: &Preferences,
+    held: Option<Preferences>,
+) -> Option<Preferences> {
+    let kept = opt_outs(previous)?;
+    overlay(held, Some(kept))
+}
+
+/// The suppression an erasure keeps under the pseudonym: the same opt-out, without its note
+/// (free text may name the person).
+pub(crate) fn erased_suppression(mut record: SuppressionRecord) -> SuppressionRecord {
+    record.note = None;
+    record
+}
+
+/// Re-files `entry` from subject `from` to `to`; with `scrub_values`, every mention of `from`
+/// in what it recorded (`before`, `after`, their keys included) is replaced by `to` too.
+pub(crate) fn refile(entry: &mut AuditEntry, from: &str, to: &str, scrub_values: bool) {
+    to.clone_into(&mut entry.subject);
+    if scrub_values {
+        entry.before = entry.before.take().map(|v| scrub(v, from, to));
+        entry.after = entry.after.take().map(|v| scrub(v, from, to));
+    }
+}
+
+/// A recipient's effective preferences from its own (`own`, under its address) and those kept
+/// under its pseudonym (`kept`, if it was erased): the kept opt-outs with whatever it chose
+/// since laid on top.
+pub(crate) fn effective_preferences(
+    own: Option<Preferences>,
+    kept: Option<Preferences>,
+) -> Option<Preferences> {
+    overlay(kept, own)
+}
+
+/// The suppressions that apply to a recipient: those under its address, then those kept under
+/// its pseudonym; each list by channel.
+pub(crate) fn applying(
+    mut own: Vec<SuppressionView>,
+    kept: Vec<SuppressionView>,
+) -> Vec<SuppressionView> {
+    own.extend(kept);
+    own
+}
+
+/// What one key of a recipient holds: its address, or its pseudonym (what an erasure kept).
+#[derive(Debug, Default)]
+pub(crate) struct Held {
+    /// Exactly as stored under this key (nothing merged in).
+    pub(crate) preferences: Option<Preferences>,
+    /// By channel.
+    pub(crate) suppressions: Vec<SuppressionView>,
+    /// The entries of this subject, newest first.
+    pub(crate) audit: Vec<AuditView>,
+}
+
+/// A recipient's export from what its address (`own`) and its pseudonym (`kept`) hold, and its
+/// messages (oldest first): effective preferences, the suppressions that apply, the audit
+/// entries of the address then of the pseudonym.
+pub(crate) fn assemble_export(own: Held, kept: Held, messages: Vec<MessageView>) -> SubjectExport {
+    let mut audit = own.audit;
+    audit.extend(kept.audit);
+    SubjectExport {
+        preferences: effective_preferences(own.preferences, kept.preferences),
+        suppressions: applying(own.suppressions, kept.suppressions),
         audit,
         messages,
-    })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn prefs(channels: &[(&str, bool)], categories: &[(&str, &[(&str, bool)])]) -> Preferences {
+        let map = |entries: &[(&str, bool)]| {
+            entries
+                .iter()
+                .map(|(c, on)| ((*c).to_owned(), *on))
+                .collect()
+        };
+        Preferences {
+            channels: map(channels),
+            categories: categories
+                .iter()
+                .map(|(category, channels)| ((*category).to_owned(), map(channels)))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn erasure_keeps_only_opt_outs_laid_over_what_the_pseudonym_holds() {
+        let previous = prefs(
+            &[("email", false), ("sms", true)],
+            &[
+                ("marketing", &[("push", false), ("email", true)]),
+                ("news", &[("sms", true)]),
+            ],
+        );
+        assert_eq!(
+            erased_preferences(&previous, None),
+            Some(prefs(
+                &[("email", false)],
+                &[("marketing", &[("push", false)])]
+            ))
+        );
+        let held = prefs(&[("push", false)], &[("marketing", &[("sms", false)])]);
+        assert_eq!(
+            erased_preferences(&previous, Some(held)),
+            Some(prefs(
+                &[("email", false), ("push", false)],
+                &[("marketing", &[("push", false), ("sms", false)])]
+            ))
+        );
+        let only_opt_ins = prefs(&[("email", true)], &[("news", &[("sms", true)])]);
+        assert_eq!(erased_preferences(&only_opt_ins, None), None);
+    }
+
+    #[test]
+    fn what_is_chosen_after_an_erasure_wins_over_the_kept_opt_outs() {
+        let kept = prefs(&[("email", false), ("sms", false)], &[]);
+        let own = prefs(&[("email", true)], &[]);
+        assert_eq!(
+            effective_preferences(Some(own.clone()), Some(kept.clone())),
+            Some(prefs(&[("email", true), ("sms", false)], &[]))
+        );
+        assert_eq!(effective_preferences(None, Some(kept.clone())), Some(kept));
+        assert_eq!(effective_preferences(Some(own.clone()), None), Some(own));
+        assert_eq!(effective_preferences(None, None), None);
+    }
+
+    #[test]
+    fn refiling_replaces_every_mention_of_the_address() {
+        let mut entry = AuditEntry {
+            at_ms: 1,
+            actor: "token".into(),
+            action: "suppression.create".into(),
+            subject: "eve@x".into(),
+            before: Some(json!({"eve@x": {"note": "from eve@x"}})),
+            after: Some(json!([{"recipient": "eve@x"}, 3])),
+        };
+        let mut moved = entry.clone();
+        refile(&mut moved, "eve@x", "anon:1", false);
+        assert_eq!(moved.subject, "anon:1");
+        assert_eq!(moved.before, entry.before, "values untouched without scrub");
+        refile(&mut entry, "eve@x", "anon:1", true);
+        assert_eq!(entry.subject, "anon:1");
+        assert_eq!(
+            entry.before,
+            Some(json!({"anon:1": {"note": "from anon:1"}}))
+        );
+        assert_eq!(entry.after, Some(json!([{"recipient": "anon:1"}, 3])));
+        assert_eq!(entry.actor, "token");
+    }
+
+    #[test]
+    fn a_kept_suppression_loses_its_note_only() {
+        let record = SuppressionRecord {
+            reason: "bounce".into(),
+            expires_at_ms: Some(5),
+            note: Some("eve@x asked".into()),
+            created_by: "t".into(),
+            created_at_ms: 1,
+        };
+        let kept = erased_suppression(record.clone());
+        assert_eq!(kept.note, None);
+        assert_eq!(
+            SuppressionRecord {
+                note: None,
+                ..record
+            },
+            kept
+        );
+    }
+
+    #[test]
+    fn the_sweep_takes_exactly_what_no_longer_applies() {
+        let at = |expires_at_ms| SuppressionRecord {
+            reason: "bounce".into(),
+            expires_at_ms: Some(expires_at_ms),
+            note: None,
+            created_by: "t".into(),
+            created_at_ms: 1,
+        };
+        for (expires, now) in [(10, 9), (10, 10), (10, 11), (0, 0)] {
+            let swept = expires < sweep_bound(now);
+            assert_eq!(swept, !at(expires).active(now), "{expires} at {now}");
+        }
+        assert_eq!(sweep_bound(u64::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn stored_keys_are_shown_canonical_or_as_stored() {
+        assert_eq!(stored_recipient("a@x").as_str(), "a@x");
+        assert_eq!(stored_recipient("anon:ab12").as_str(), "anon:ab12");
+        // Not a valid recipient (a bug wrote it): shown as it is, the listing goes on.
+        assert_eq!(stored_recipient("").as_str(), "");
+    }
 }

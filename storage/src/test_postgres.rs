@@ -25,6 +25,7 @@ impl TestDatabase {
     /// # Panics
     /// Under `CI=true` without the cluster, or when the cluster refuses: the run must fail.
     pub async fn create() -> Option<Self> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
         let Ok(admin) = std::env::var(URL_VAR) else {
             assert!(
                 std::env::var("CI").as_deref() != Ok("true"),
@@ -35,7 +36,6 @@ impl TestDatabase {
             );
             return None;
         };
-        static NEXT: AtomicU64 = AtomicU64::new(0);
         let name = format!(
             "herald_test_{}_{}_{}",
             std::process::id(),

@@ -3,6 +3,8 @@
 //! those tests are unit tests in `src/maintenance.rs`.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::Path;
 
 use bytes::Bytes;
@@ -228,6 +230,77 @@ async fn stats_count_what_was_stored_and_a_consistent_store_needs_no_repair() {
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["indexes"][0]["index"], "deliveries_due");
     assert_eq!(json["compacted"], false);
+}
+
+/// What needs no deliveries code beyond accepting messages: messages with and without
+/// recipients and destinations, suppressions with and without expiry, preferences, audit.
+async fn populate_subjects(store: &Store) {
+    add(store, Some("alice@x"), &["d1", "d2"]).await;
+    add(store, Some("bob@x"), &["d1"]).await;
+    add(store, None, &[]).await;
+    add(store, None, &[]).await;
+    store
+        .add_suppressions(
+            vec![
+                suppression("alice@x", Some(9_000)),
+                suppression("bob@x", None),
+            ],
+            vec![audit("alice@x"), audit("bob@x")],
+        )
+        .await
+        .unwrap();
+    store
+        .update_preferences(
+            Recipient::parse("alice@x").unwrap(),
+            |_| Some(Preferences::default()),
+            |_, _| audit("alice@x"),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_mean_the_same_on_every_backend() {
+    for backend in common::backends().await {
+        let name = backend.name;
+        let store = backend.open(Options::default()).await;
+        populate_subjects(&store).await;
+        let stats = store.stats().await.unwrap();
+        for (table, entries) in [
+            ("audit", 3),
+            ("audit_by_subject", 3),
+            ("dead_letters", 0),
+            ("deliveries", 3),
+            ("deliveries_due", 3),
+            ("destinations", 0),
+            ("messages", 4),
+            ("messages_by_recipient", 2),
+            ("preferences", 1),
+            ("suppressions", 2),
+            ("suppressions_by_expiry", 1),
+        ] {
+            assert_eq!(stats.entries(table), Some(entries), "{name}: {table}");
+        }
+        for (index, primary) in [
+            ("audit_by_subject", "audit"),
+            ("dead_letters", "deliveries"),
+            ("deliveries_due", "deliveries"),
+            ("messages_by_recipient", "messages"),
+            ("suppressions_by_expiry", "suppressions"),
+        ] {
+            let info = stats.tables.iter().find(|t| t.name == index).unwrap();
+            assert_eq!(info.index_of, Some(primary), "{name}: {index}");
+        }
+        let names: Vec<&str> = stats.tables.iter().map(|t| t.name.as_str()).collect();
+        assert!(names.is_sorted(), "{name}: {names:?}");
+        assert!(stats.schema_version >= 1 && stats.file_bytes > 0, "{name}");
+
+        let report = store.maintenance(true).await.unwrap();
+        assert!(report.indexes.iter().all(IndexHealth::is_healthy), "{name}");
+        assert!(!report.compacted, "{name}");
+        assert!(report.integrity_note.is_some() && report.compaction_note.is_some());
+        store.close().await;
+    }
 }
 
 fn file_len(path: &Path) -> u64 {

@@ -1,14 +1,16 @@
-//! A model-based property test of the delivery state machine.
+//! A model-based property test of the delivery state machine, on every backend.
 //!
 //! proptest generates sequences of what the dispatcher, the DLQ keeper and the API do to
-//! deliveries (accept, an attempt that succeeds, fails, meets a 410 or is suppressed, DLQ retry
-//! of one or in bulk, discard, deleting and re-creating or updating a destination, time passing,
-//! a restart) and applies each to the real store, through its public API, and to a plain
-//! in-memory model of what the storage docs promise. After every step the two must agree on
+//! deliveries (accept, an attempt that succeeds, fails — possibly one that began before a
+//! resend —, meets a 410 or is suppressed, DLQ retry of one or in bulk, discard, resend,
+//! deleting and re-creating or updating a destination, time passing, a restart) and applies
+//! each to the real store, through its public API, and to a plain in-memory model of what the
+//! storage docs promise. Each case runs on each backend of `common::backends()` (a fresh redb
+//! file, a fresh PostgreSQL database), from the same code. After every step the two must agree on
 //! every delivery (status, attempts, round, due time, DLQ entry, reason), on the DLQ listing
 //! (paged), on every destination's queue and due work, on the destinations' records, and the
-//! secondary indexes must verify. A restart closes the store and reopens its file: nothing
-//! may change.
+//! secondary indexes must verify. A restart closes the store and reopens it: nothing may
+//! change.
 //!
 //! Circuits: the breaker's transitions are pure functions in the actors crate
 //! (`dispatcher::breaker`), tested there. Here the model plays the dispatcher's part only as
@@ -57,10 +59,13 @@ enum Op {
     /// The partner sends message `n % messages` again: a duplicate.
     Resubmit(usize),
     Succeed(usize),
-    /// Retried after `delay` ms, or dead when it was the round's last attempt.
+    /// Retried after `delay` ms, or dead when it was the round's last attempt. The attempt
+    /// began `ago` ms before it failed: one that began by the time of a resend only joins the
+    /// history.
     Fail {
         pick: usize,
         delay: u64,
+        ago: u64,
     },
     /// A 410: the destination is disabled and the delivery waits `delay` ms, attempt uncounted.
     Gone {
@@ -72,6 +77,11 @@ enum Op {
     /// Retries every DLQ entry, or those of one destination.
     BulkRetry(Option<usize>),
     Discard(usize),
+    /// Resends message `n % messages`, to all its destinations or to one.
+    Resend {
+        n: usize,
+        destination: Option<usize>,
+    },
     DeleteDestination(usize),
     /// Creates the destination, or changes it through the API (new URL and secret, re-enabled).
     PutDestination(usize),
@@ -84,12 +94,15 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (1u8..8).prop_map(|mask| Op::Accept { mask }),
         1 => (0..16usize).prop_map(Op::Resubmit),
         3 => (0..64usize).prop_map(Op::Succeed),
-        5 => (0..64usize, 0..4u64).prop_map(|(pick, delay)| Op::Fail { pick, delay }),
+        5 => (0..64usize, 0..4u64, 0..3u64)
+            .prop_map(|(pick, delay, ago)| Op::Fail { pick, delay, ago }),
         1 => (0..64usize, 0..4u64).prop_map(|(pick, delay)| Op::Gone { pick, delay }),
         1 => (0..64usize).prop_map(Op::Suppress),
         2 => (0..64usize).prop_map(Op::DlqRetry),
         1 => proptest::option::of(0..DESTINATIONS.len()).prop_map(Op::BulkRetry),
         1 => (0..64usize).prop_map(Op::Discard),
+        1 => (0..16usize, proptest::option::of(0..DESTINATIONS.len()))
+            .prop_map(|(n, destination)| Op::Resend { n, destination }),
         1 => (0..DESTINATIONS.len()).prop_map(Op::DeleteDestination),
         1 => (0..DESTINATIONS.len()).prop_map(Op::PutDestination),
         1 => (1..8u64).prop_map(Op::Tick),
@@ -108,6 +121,7 @@ struct Delivery {
     next_attempt_at_ms: Option<u64>,
     dead_at_ms: Option<u64>,
     reason: Option<String>,
+    resent_at_ms: Option<u64>,
 }
 
 impl From<&DeliveryRecord> for Delivery {
@@ -119,6 +133,7 @@ impl From<&DeliveryRecord> for Delivery {
             next_attempt_at_ms: r.next_attempt_at_ms,
             dead_at_ms: r.dead_at_ms,
             reason: r.reason.clone(),
+            resent_at_ms: r.resent_at_ms,
         }
     }
 }
@@ -187,14 +202,23 @@ impl Model {
         (!pool.is_empty()).then(|| pool[(pick / 2) % pool.len()].clone())
     }
 
-    /// `deliveries::record`: applies an outcome to a live delivery; false if it is not.
-    fn record(&mut self, key: &Key, attempted: bool, outcome: &Outcome) -> bool {
+    /// `deliveries::record`: applies an outcome to a live delivery; false if it is not. `began`
+    /// is when the attempt began, `None` for a decision without one.
+    fn record(&mut self, key: &Key, began: Option<u64>, outcome: &Outcome) -> bool {
         let now = self.now;
         let Some(d) = self.deliveries.get_mut(key) else {
             return false;
         };
         if !d.status.is_live() {
             return false;
+        }
+        let attempted = began.is_some();
+        if d.resent_at_ms
+            .is_some_and(|resent| began.unwrap_or(now) <= resent)
+        {
+            // Asked for before the resend: history only, the fresh round stays queued.
+            d.attempts += usize::from(attempted);
+            return true;
         }
         if attempted {
             d.attempts += 1;
@@ -283,6 +307,29 @@ impl Model {
             }
             _ => false,
         }
+    }
+
+    /// `deliveries::resend`: every delivery of `id` (or the one to `destination`) whose
+    /// destination exists is due now with a fresh round.
+    fn resend(&mut self, id: MessageId, destination: Option<&str>) -> usize {
+        let now = self.now;
+        let mut resent = 0;
+        for ((message, dest), d) in &mut self.deliveries {
+            if *message != id
+                || destination.is_some_and(|want| want != dest)
+                || !self.destinations.contains_key(dest)
+            {
+                continue;
+            }
+            d.status = DeliveryStatus::Pending;
+            d.round_attempts = 0;
+            d.reason = None;
+            d.next_attempt_at_ms = Some(now);
+            d.dead_at_ms = None;
+            d.resent_at_ms = Some(now);
+            resent += 1;
+        }
+        resent
     }
 
     /// The DLQ, oldest first.
@@ -417,12 +464,12 @@ async fn step(store: &Store, model: &mut Model, op: &Op) -> Result<(), TestCaseE
                 now_ms: now,
             };
             let live = record_attempt(store, update).await;
-            prop_assert_eq!(live, model.record(&k, true, &Outcome::Succeeded));
+            prop_assert_eq!(live, model.record(&k, Some(now), &Outcome::Succeeded));
             if let Some((name, snapshot)) = destination {
                 model.merge(&name, &snapshot);
             }
         }
-        Op::Fail { pick, delay } => {
+        Op::Fail { pick, delay, ago } => {
             let Some(k) = model.pick(pick, |d| d.status.is_live()) else {
                 return Ok(());
             };
@@ -440,15 +487,16 @@ async fn step(store: &Store, model: &mut Model, op: &Op) -> Result<(), TestCaseE
                 circuit.opened_at_ms = Some(now);
             }
             let snapshot = model.snapshot(&k.1, |s| s.circuit = circuit);
+            let began = now - ago;
             let update = AttemptUpdate {
                 key: key(&k),
-                attempt: Some(attempt(now, 500)),
+                attempt: Some(attempt(began, 500)),
                 outcome: outcome.clone(),
                 destination: Some((k.1.clone(), snapshot.clone())),
                 now_ms: now,
             };
             let live = record_attempt(store, update).await;
-            prop_assert_eq!(live, model.record(&k, true, &outcome));
+            prop_assert_eq!(live, model.record(&k, Some(began), &outcome));
             model.merge(&k.1, &snapshot);
         }
         Op::Gone { pick, delay } => {
@@ -471,7 +519,7 @@ async fn step(store: &Store, model: &mut Model, op: &Op) -> Result<(), TestCaseE
                 now_ms: now,
             };
             let live = record_attempt(store, update).await;
-            prop_assert_eq!(live, model.record(&k, true, &outcome));
+            prop_assert_eq!(live, model.record(&k, Some(now), &outcome));
             model.merge(&k.1, &snapshot);
         }
         Op::Suppress(pick) => {
@@ -489,7 +537,7 @@ async fn step(store: &Store, model: &mut Model, op: &Op) -> Result<(), TestCaseE
                 now_ms: now,
             };
             let live = record_attempt(store, update).await;
-            prop_assert_eq!(live, model.record(&k, false, &outcome));
+            prop_assert_eq!(live, model.record(&k, None, &outcome));
         }
         Op::DlqRetry(pick) => {
             let Some(k) = model.pick(pick, Model::in_dlq) else {
@@ -524,6 +572,20 @@ async fn step(store: &Store, model: &mut Model, op: &Op) -> Result<(), TestCaseE
                 d.dead_at_ms = None;
             }
             prop_assert_eq!(discarded, expected, "discard {:?}", k);
+        }
+        Op::Resend { n, destination } => {
+            if model.messages.is_empty() {
+                return Ok(());
+            }
+            let id = model.messages[n % model.messages.len()].message.id;
+            let destination = destination.map(|d| DESTINATIONS[d]);
+            let resent = store
+                .resend(id, destination.map(Into::into), now, move |_| {
+                    audit_entry(now)
+                })
+                .await
+                .unwrap();
+            prop_assert_eq!(resent, Some(model.resend(id, destination)));
         }
         Op::DeleteDestination(d) => {
             let name = DESTINATIONS[d];
@@ -675,10 +737,18 @@ async fn compare(store: &Store, model: &Model, full: bool) -> Result<(), TestCas
     Ok(())
 }
 
+/// Runs `ops` on every backend, each from a fresh store.
 async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let dir = common::scratch_dir();
-    let path = dir.path().join("model.redb");
-    let mut store = Store::open(&path, Options::default()).unwrap();
+    for backend in common::backends().await {
+        run_on(&backend, &ops)
+            .await
+            .map_err(|e| TestCaseError::fail(format!("on {}: {e}", backend.name)))?;
+    }
+    Ok(())
+}
+
+async fn run_on(backend: &common::Backend, ops: &[Op]) -> Result<(), TestCaseError> {
+    let mut store = backend.open(Options::default()).await;
     let mut model = Model {
         now: 1_000,
         ..Model::default()
@@ -697,7 +767,7 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         if let Op::Restart = op {
             store.close().await;
             drop(store);
-            store = Store::open(&path, Options::default()).unwrap();
+            store = backend.open(Options::default()).await;
         }
         compare(&store, &model, matches!(op, Op::Restart))
             .await

@@ -5,8 +5,10 @@ use super::outbound::AttemptResult;
 
 #[derive(Debug)]
 pub enum DispatcherMsg {
-    /// Look for due work now (new messages, a re-queue, a timer).
+    /// The timer: look for due work in the queues that may have some.
     Scan,
+    /// New work was committed (here or on another node): look in every queue.
+    Work,
     /// A destination's due deliveries, read (and opt-out checked) by a task the scan spawned:
     /// `read` numbers it, `asked` is how many it was allowed to return.
     Due {
@@ -14,6 +16,9 @@ pub enum DispatcherMsg {
         read: u64,
         asked: usize,
         due: Result<Vec<(DueDelivery, OptOut)>, StorageError>,
+        /// It claimed less than it asked: when the queue's next delivery can be claimed, and
+        /// the count of wake-ups for new work when the read began.
+        quiet_until: Option<(u64, u64)>,
     },
     /// An attempt finished; decide and record its outcome.
     AttemptDone(Box<DueDelivery>, AttemptResult),

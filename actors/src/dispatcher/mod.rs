@@ -65,6 +65,9 @@ use retry::Backoff;
 pub const BUDGET: Budget = Budget::DEFAULT;
 /// The scan timer: the precision of retry times and of circuits reopening.
 const TICK: Duration = Duration::from_millis(200);
+/// A destination found quiet is read again after this at the latest, new work or not: the
+/// bound on the delay a lost wake-up (a notification from another node) can cause.
+const QUIET_AT_MOST: Duration = Duration::from_secs(5);
 /// A read of a destination's queue that has not answered by then is taken as lost (its task
 /// failed), so the destination is read again; a late answer is ignored.
 const READ_LOST_AFTER: Duration = Duration::from_secs(30);
@@ -149,6 +152,9 @@ struct Destination {
     reading: Option<Reading>,
     /// Its last read filled the allowance it asked for: more is waiting.
     backlog: bool,
+    /// Nothing of it can be claimed before this time (Unix ms), as its last read found: the
+    /// timer's scans leave its queue alone until then. New work clears it.
+    quiet_until: Option<u64>,
 }
 
 /// A read of one destination's due queue, spawned by a scan.
@@ -193,6 +199,7 @@ impl Destination {
             in_flight: HashSet::new(),
             reading: None,
             backlog: false,
+            quiet_until: None,
         }
     }
 
@@ -268,6 +275,9 @@ pub struct DispatcherState {
     timers: Vec<JoinHandle<()>>,
     /// How many nodes shared the store when the rate limiters were last sized.
     nodes: usize,
+    /// Counts the wake-ups for new work: a read that began before the last one cannot tell
+    /// that its queue is quiet.
+    work_seen: u64,
 }
 
 /// An outcome not committed yet, and when to try again.
@@ -327,7 +337,7 @@ impl Actor for Dispatcher {
         let waker = tokio::spawn(async move {
             loop {
                 work.notified().await;
-                if me.cast(DispatcherMsg::Scan).is_err() {
+                if me.cast(DispatcherMsg::Work).is_err() {
                     break;
                 }
             }
@@ -344,6 +354,7 @@ impl Actor for Dispatcher {
             unrecorded: Vec::new(),
             timers: vec![ticker, waker, follower],
             nodes,
+            work_seen: 0,
         })
     }
 
@@ -366,12 +377,21 @@ impl Actor for Dispatcher {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             DispatcherMsg::Scan => scan(&myself, state),
+            DispatcherMsg::Work => {
+                // New work may be due anywhere: every quiet queue is worth reading again.
+                state.work_seen += 1;
+                for dest in state.destinations.values_mut() {
+                    dest.quiet_until = None;
+                }
+                scan(&myself, state);
+            }
             DispatcherMsg::Due {
                 destination,
                 read,
                 asked,
                 due,
-            } => start_due(&myself, state, &destination, read, asked, due),
+                quiet_until,
+            } => start_due(&myself, state, &destination, read, asked, due, quiet_until),
             DispatcherMsg::AttemptDone(delivery, result) => {
                 finish(&myself, state, &delivery, &result);
             }
@@ -430,7 +450,7 @@ async fn follow_other_nodes(
     use tokio::sync::broadcast::error::RecvError;
     loop {
         let msg = match changes.recv().await {
-            Ok(Change::Work) => DispatcherMsg::Scan,
+            Ok(Change::Work) => DispatcherMsg::Work,
             Ok(Change::Destination(name)) => DispatcherMsg::Reload(name),
             Ok(Change::Subject(_)) => continue,
             Ok(Change::Resync) | Err(RecvError::Lagged(_)) => DispatcherMsg::ReloadAll,
@@ -591,6 +611,9 @@ fn scan(myself: &ActorRef<DispatcherMsg>, state: &mut DispatcherState) {
         {
             continue;
         }
+        if dest.quiet_until.is_some_and(|until| now < until) {
+            continue;
+        }
         let busy = busy - usize::from(dest.busy()) + 1;
         let allowance = BUDGET.allowance(dest.in_flight.len(), busy, state.in_flight);
         let limit = sendable(dest, allowance, &policy, now);
@@ -610,6 +633,7 @@ fn scan(myself: &ActorRef<DispatcherMsg>, state: &mut DispatcherState) {
             limit,
             skip: dest.in_flight.clone(),
             now,
+            work_seen: state.work_seen,
         };
         tokio::spawn(read.run(Arc::clone(&state.core), myself.clone()));
     }
@@ -623,6 +647,7 @@ struct Read {
     limit: usize,
     skip: HashSet<MessageId>,
     now: u64,
+    work_seen: u64,
 }
 
 impl Read {
@@ -634,13 +659,20 @@ impl Read {
             limit,
             skip,
             now,
+            work_seen,
         } = self;
+        let mut quiet_until = None;
         let due = match core
             .store
             .due_deliveries(destination.clone(), now, limit, skip)
             .await
         {
             Ok(due) => {
+                if due.len() < limit {
+                    // All that can be claimed now was: until the next delivery becomes due
+                    // (or its claim by another node expires), the timer need not read again.
+                    quiet_until = quiet(&core, &destination, now).await;
+                }
                 // Every opt-out check at once: each is one or two cache lookups, and a miss is
                 // a storage read.
                 let verdicts = check_all(&core, &channel, &due, now).await;
@@ -653,8 +685,22 @@ impl Read {
             read: id,
             asked: limit,
             due,
+            quiet_until: quiet_until.map(|until| (until, work_seen)),
         });
     }
+}
+
+/// When the next delivery of `destination` can be claimed, at most [`QUIET_AT_MOST`] from
+/// `now`; `None` if that cannot be read.
+async fn quiet(core: &Core, destination: &str, now: u64) -> Option<u64> {
+    let latest = now.saturating_add(u64::try_from(QUIET_AT_MOST.as_millis()).unwrap_or(0));
+    let next = core
+        .store
+        .next_due(vec![destination.to_owned()])
+        .await
+        .ok()?;
+    let next = next.into_iter().next().and_then(|(_, at)| at);
+    Some(next.map_or(latest, |at| at.min(latest)))
 }
 
 /// Starts the attempts of a read's due deliveries, as far as the destination's allowance goes
@@ -667,6 +713,7 @@ fn start_due(
     read: u64,
     asked: usize,
     due: Result<Vec<(DueDelivery, OptOut)>, StorageError>,
+    quiet_until: Option<(u64, u64)>,
 ) {
     let now = now_ms();
     let policy = state.core.settings.delivery.breaker;
@@ -693,6 +740,10 @@ fn start_due(
         }
     };
     dest.backlog = due.len() >= asked;
+    // Quiet only if no new work was announced since the read began: it may not have seen it.
+    dest.quiet_until = quiet_until
+        .filter(|&(_, seen)| seen == state.work_seen)
+        .map(|(until, _)| until);
     if !state.core.store.accepts_writes() {
         return;
     }

@@ -33,12 +33,11 @@ pub(super) async fn insert_batch(
     let mut claims: Vec<(u128, usize)> = Vec::new();
     for (i, msg) in msgs.iter().enumerate() {
         if let Some(key) = msg.dedupe_key {
-            match first_with.get(&key.0) {
-                Some(&first) => copy_of[i] = Some(first),
-                None => {
-                    first_with.insert(key.0, i);
-                    claims.push((key.0, i));
-                }
+            if let Some(&first) = first_with.get(&key.0) {
+                copy_of[i] = Some(first);
+            } else {
+                first_with.insert(key.0, i);
+                claims.push((key.0, i));
             }
         }
     }
@@ -305,7 +304,7 @@ pub(super) async fn list(
 }
 
 /// The deliveries of `ids`, each message's in destination-name order.
-async fn deliveries_of(
+pub(super) async fn deliveries_of(
     client: &impl GenericClient,
     ids: &[MessageId],
 ) -> Result<HashMap<MessageId, Vec<(String, DeliveryRecord)>>> {

@@ -165,6 +165,7 @@ impl Shared {
         let (health, _) = watch::channel(Health::Healthy);
         let (changes, _) = broadcast::channel(1024);
         let observer = options.observer;
+        let connect_timeout = options.connect_timeout;
         let shared = Self {
             inner: Arc::new_cyclic(|store| Inner {
                 pool,
@@ -179,7 +180,15 @@ impl Shared {
                 alive: Arc::new(AtomicUsize::new(1)),
             }),
         };
-        notify::spawn_listener(&shared);
+        // Whatever this node reads once `open` returns (its destinations, to build its copies)
+        // is then never older than the changes it will hear of: none falls in between.
+        let listening = notify::spawn_listener(&shared);
+        if tokio::time::timeout(connect_timeout, listening)
+            .await
+            .is_err()
+        {
+            tracing::warn!("not yet listening for the other nodes' changes");
+        }
         nodes::spawn_heartbeat(
             Arc::downgrade(&shared.inner),
             Arc::clone(&shared.inner.alive),
@@ -230,6 +239,16 @@ impl Shared {
         }
     }
 
+    /// `outcome`, once the store is marked unavailable if it says the database could not be
+    /// reached: a connection lost under a claim or an API write starts the probe at once, as
+    /// one lost under the writer does.
+    fn checked<T>(&self, outcome: Result<T>) -> Result<T> {
+        if let Err(e) = &outcome {
+            self.failed(e);
+        }
+        outcome
+    }
+
     /// Runs `op` on the writer's next grouped commit and waits for it.
     async fn submit<T: Send + 'static>(
         &self,
@@ -249,6 +268,15 @@ impl Shared {
         change: &Change,
     ) -> Result<()> {
         notify::send(tx, &self.inner.node, change).await
+    }
+
+    /// [`Self::notify`] for many changes, in one statement.
+    pub(crate) async fn notify_all(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        changes: &[Change],
+    ) -> Result<()> {
+        notify::send_all(tx, &self.inner.node, changes).await
     }
 
     /// How many nodes share the database now, this one included (see [`nodes`]).
@@ -307,15 +335,18 @@ impl Shared {
         skip: HashSet<MessageId>,
     ) -> Result<Vec<DueDelivery>> {
         let mut client = self.client().await?;
-        deliveries::claim_due(self, &mut client, &destination, now_ms, limit, &skip).await
+        self.checked(
+            deliveries::claim_due(self, &mut client, &destination, now_ms, limit, &skip).await,
+        )
     }
 
     pub async fn next_due(&self, destinations: Vec<String>) -> Result<Vec<(String, Option<u64>)>> {
-        deliveries::next_due(&self.client().await?, destinations).await
+        let client = self.client().await?;
+        self.checked(deliveries::next_due(&client, self.node(), destinations).await)
     }
 
     pub async fn queued(&self, destination: String) -> Result<u64> {
-        deliveries::queued(&self.client().await?, &destination).await
+        self.checked(deliveries::queued(&self.client().await?, &destination).await)
     }
 
     pub async fn list_dead(
@@ -324,15 +355,17 @@ impl Shared {
         after: Option<DeadCursor>,
         limit: usize,
     ) -> Result<(Vec<DeadLetter>, Option<DeadCursor>)> {
-        deliveries::list_dead(&self.client().await?, &filter, after.as_ref(), limit).await
+        self.checked(
+            deliveries::list_dead(&self.client().await?, &filter, after.as_ref(), limit).await,
+        )
     }
 
     pub async fn dead(&self, key: DeliveryKey) -> Result<Option<DeadLetter>> {
-        deliveries::get_dead(&self.client().await?, &key).await
+        self.checked(deliveries::get_dead(&self.client().await?, &key).await)
     }
 
     pub async fn dead_keys(&self, filter: DeadFilter) -> Result<Vec<DeliveryKey>> {
-        deliveries::dead_keys(&self.client().await?, &filter).await
+        self.checked(deliveries::dead_keys(&self.client().await?, &filter).await)
     }
 
     pub async fn requeue<A>(&self, keys: Vec<DeliveryKey>, now_ms: u64, audit: A) -> Result<usize>
@@ -340,7 +373,7 @@ impl Shared {
         A: Fn(usize) -> Option<AuditEntry> + Send + 'static,
     {
         let mut client = self.client().await?;
-        deliveries::requeue(self, &mut client, &keys, now_ms, audit).await
+        self.checked(deliveries::requeue(self, &mut client, &keys, now_ms, audit).await)
     }
 
     pub async fn resend<A>(
@@ -354,7 +387,7 @@ impl Shared {
         A: Fn(usize) -> AuditEntry + Send + 'static,
     {
         let mut client = self.client().await?;
-        deliveries::resend(
+        let resent = deliveries::resend(
             self,
             &mut client,
             message,
@@ -362,27 +395,28 @@ impl Shared {
             now_ms,
             audit,
         )
-        .await
+        .await;
+        self.checked(resent)
     }
 
     pub async fn discard(&self, key: DeliveryKey, audit: AuditEntry) -> Result<bool> {
         let mut client = self.client().await?;
-        deliveries::discard(&mut client, &key, &audit).await
+        self.checked(deliveries::discard(&mut client, &key, &audit).await)
     }
 
     // ---- destinations -------------------------------------------------------------------------
 
     pub async fn destination(&self, name: String) -> Result<Option<DestinationRecord>> {
-        destinations::get(&self.client().await?, &name).await
+        self.checked(destinations::get(&self.client().await?, &name).await)
     }
 
     pub async fn destinations(&self) -> Result<Vec<(String, DestinationRecord)>> {
-        destinations::list(&self.client().await?).await
+        self.checked(destinations::list(&self.client().await?).await)
     }
 
     pub async fn put_destination(&self, name: String, record: DestinationRecord) -> Result<()> {
         let mut client = self.client().await?;
-        destinations::put(self, &mut client, &name, &record).await
+        self.checked(destinations::put(self, &mut client, &name, &record).await)
     }
 
     pub async fn create_destination(
@@ -392,7 +426,7 @@ impl Shared {
         audit: AuditEntry,
     ) -> Result<bool> {
         let mut client = self.client().await?;
-        destinations::create(self, &mut client, &name, &record, &audit).await
+        self.checked(destinations::create(self, &mut client, &name, &record, &audit).await)
     }
 
     pub async fn update_destination<F, A>(
@@ -406,7 +440,7 @@ impl Shared {
         A: Fn(&DestinationRecord, &DestinationRecord) -> AuditEntry + Send + 'static,
     {
         let mut client = self.client().await?;
-        destinations::update(self, &mut client, &name, change, audit).await
+        self.checked(destinations::update(self, &mut client, &name, change, audit).await)
     }
 
     pub async fn delete_destination<A>(
@@ -419,7 +453,7 @@ impl Shared {
         A: Fn(&DestinationRecord) -> AuditEntry + Send + 'static,
     {
         let mut client = self.client().await?;
-        destinations::delete(self, &mut client, &name, now_ms, audit).await
+        self.checked(destinations::delete(self, &mut client, &name, now_ms, audit).await)
     }
 
     // ---- subjects -------------------------------------------------------------------------------
@@ -521,8 +555,8 @@ impl Shared {
     }
 
     pub async fn export_subject(&self, recipient: Recipient) -> Result<SubjectExport> {
-        let client = self.client().await?;
-        subjects::export(&client, &self.inner.pseudonyms, &recipient).await
+        let mut client = self.client().await?;
+        subjects::export(&mut client, &self.inner.pseudonyms, &recipient).await
     }
 
     // ---- maintenance and health -------------------------------------------------------------

@@ -76,10 +76,30 @@ pub(super) async fn send(
     Ok(())
 }
 
+/// [`send`] for many changes, in one statement: a bulk of 10 000 suppressions names up to
+/// 10 000 recipients, one round trip rather than 10 000.
+pub(super) async fn send_all(
+    tx: &deadpool_postgres::Transaction<'_>,
+    node: &str,
+    changes: &[Change],
+) -> Result<()> {
+    let payloads: Vec<String> = changes.iter().filter_map(|c| encode(node, c)).collect();
+    if payloads.is_empty() {
+        return Ok(());
+    }
+    let statement = tx
+        .prepare_cached("SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload")
+        .await?;
+    tx.execute(&statement, &[&CHANNEL, &payloads]).await?;
+    Ok(())
+}
+
 /// Listens for the other nodes' changes until the store closes or is dropped, reconnecting
 /// after a failure (then every subscriber gets [`Change::Resync`]). Holds the store only
-/// weakly, so a dropped store stops its listener.
-pub(super) fn spawn_listener(shared: &Shared) {
+/// weakly, so a dropped store stops its listener. The receiver hears once the first `LISTEN`
+/// is in place: from then on no change committed by another node goes unheard.
+pub(super) fn spawn_listener(shared: &Shared) -> tokio::sync::oneshot::Receiver<()> {
+    let (listening, ready) = tokio::sync::oneshot::channel();
     let listener = Listener {
         store: std::sync::Arc::downgrade(&shared.inner),
         config: shared.inner.config.clone(),
@@ -87,16 +107,16 @@ pub(super) fn spawn_listener(shared: &Shared) {
         changes: shared.inner.changes.clone(),
     };
     tokio::spawn(async move {
-        let mut first = true;
+        let mut listening = Some(listening);
         while listener.store_open() {
-            match listener.listen(first).await {
+            match listener.listen(&mut listening).await {
                 Ok(()) => return,
                 Err(e) => tracing::warn!(error = %e, "the PostgreSQL listener lost its connection"),
             }
-            first = false;
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });
+    ready
 }
 
 struct Listener {
@@ -113,8 +133,10 @@ impl Listener {
             .is_some_and(|inner| !inner.closed.load(std::sync::atomic::Ordering::Acquire))
     }
 
-    /// One listening connection's life. `Ok` when the store closed.
-    async fn listen(&self, first: bool) -> Result<()> {
+    /// One listening connection's life. `Ok` when the store closed. `listening` is told when
+    /// the first connection listens; a later one tells the subscribers what they may have
+    /// missed meanwhile.
+    async fn listen(&self, listening: &mut Option<tokio::sync::oneshot::Sender<()>>) -> Result<()> {
         let (client, mut connection) = self.config.connect(tokio_postgres::NoTls).await?;
         let (sender, mut received) = tokio::sync::mpsc::unbounded_channel();
         // The connection must be polled for `LISTEN` to be answered, so it runs in its own
@@ -135,8 +157,13 @@ impl Listener {
             Ok(())
         });
         client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
-        if !first {
-            let _ = self.changes.send(Change::Resync);
+        match listening.take() {
+            Some(listening) => {
+                let _ = listening.send(());
+            }
+            None => {
+                let _ = self.changes.send(Change::Resync);
+            }
         }
         let mut check = tokio::time::interval(Duration::from_millis(500));
         loop {

@@ -20,9 +20,12 @@
 //! Every text column is `COLLATE "C"`: ordered by bytes, as redb orders its keys, so listings
 //! and cursors page the same way on both backends whatever the database's locale.
 //!
-//! The redb backend's secondary tables are indexes here (`deliveries_due`, `dead_letters`,
-//! `messages_by_recipient`, `suppressions_by_expiry`, `audit_by_subject`): PostgreSQL keeps
-//! them in step with their table in the same transaction, which the redb code does by hand.
+//! The redb backend's secondary tables are indexes here, of the same names (`deliveries_due`,
+//! `dead_letters`, `messages_by_recipient`, `suppressions_by_expiry`, `audit_by_subject`), so
+//! [`crate::StorageStats::entries`] answers for either backend: PostgreSQL keeps them in step
+//! with their table in the same transaction, which the redb code does by hand. `audit_by_actor`
+//! has no redb twin (redb's actor filter walks the trail); here it keeps `GET /v1/audit?actor=`
+//! a range scan.
 //!
 //! Migrations are numbered steps, applied in order at start inside one transaction that holds
 //! an advisory lock, so nodes starting together migrate once; a database whose version is newer
@@ -32,6 +35,20 @@ use crate::error::{Result, StorageError};
 
 /// The version this build writes. Bump it with a new entry in [`STEPS`].
 pub const SCHEMA_VERSION: u64 = 1;
+
+/// Every table herald keeps, in the order [`crate::StorageStats`] lists them (by name).
+pub(super) const TABLES: &[&str] = &[
+    "audit",
+    "deliveries",
+    "destinations",
+    "herald_keys",
+    "herald_meta",
+    "herald_nodes",
+    "idempotency",
+    "messages",
+    "preferences",
+    "suppressions",
+];
 
 /// Taken for the migration transaction (an arbitrary constant: "herald" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6865_7261_6c64;
@@ -83,7 +100,8 @@ CREATE TABLE suppressions (
     record bytea NOT NULL,
     PRIMARY KEY (recipient, channel)
 );
-CREATE INDEX suppressions_by_expiry ON suppressions (expires_ms) WHERE expires_ms IS NOT NULL;
+CREATE INDEX suppressions_by_expiry ON suppressions (expires_ms, recipient, channel)
+    WHERE expires_ms IS NOT NULL;
 
 CREATE TABLE preferences (
     recipient text COLLATE "C" PRIMARY KEY,
@@ -97,6 +115,7 @@ CREATE TABLE audit (
     record bytea NOT NULL
 );
 CREATE INDEX audit_by_subject ON audit (subject, id);
+CREATE INDEX audit_by_actor ON audit (actor, id);
 
 CREATE TABLE herald_nodes (
     name text COLLATE "C" PRIMARY KEY,
@@ -143,7 +162,7 @@ pub(super) async fn migrate(client: &mut deadpool_postgres::Client) -> Result<[u
     tx.execute(
         "INSERT INTO herald_meta (name, value) VALUES ('schema_version', $1)
          ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
-        &[&(SCHEMA_VERSION as i64)],
+        &[&SCHEMA_VERSION.cast_signed()],
     )
     .await?;
     let fresh: [u8; 32] = rand::random();

@@ -124,7 +124,9 @@ async fn commit(shared: &Shared, jobs: Vec<Job>, observer: Option<&CommitObserve
             crate::Health::Healthy => StorageError::Closed,
             unhealthy => StorageError::Unavailable(format!("{unhealthy:?}")),
         };
-        jobs.into_iter().for_each(|job| job.fail(why.clone()));
+        for job in jobs {
+            job.fail(why.clone());
+        }
         return;
     }
     // What the statements read, apart from the replies (which are not `Sync`).
@@ -145,7 +147,9 @@ async fn commit(shared: &Shared, jobs: Vec<Job>, observer: Option<&CommitObserve
         }
         Err(e) if is_connection_error(&e) => {
             shared.failed(&e);
-            replies.into_iter().for_each(|reply| reply.fail(e.clone()));
+            for reply in replies {
+                reply.fail(e.clone());
+            }
         }
         Err(e) if work.len() == 1 => replies.into_iter().for_each(|reply| reply.fail(e.clone())),
         Err(e) => {

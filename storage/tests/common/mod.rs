@@ -1,5 +1,8 @@
 //! Helpers shared by the integration tests.
 
+// Every test binary compiles this module and uses only part of it.
+#![allow(dead_code)]
+
 use std::path::Path;
 
 /// A directory for test databases: in memory (`/dev/shm`) where there is one. Every commit on
