@@ -576,6 +576,9 @@ async fn ingest_run(ctx: &Ctx, setup: Setup) -> Result<IngestFigures> {
         )
         .await?;
     let run = load::run_detailed(ctx.load_config(&nodes)?).await;
+    if let Ok(run) = &run {
+        eprintln!("{}", run.report.summary());
+    }
     let summaries = finish_all(nodes).await;
     let run = run.context("loading herald")?;
     let summaries = summaries?;
@@ -583,7 +586,6 @@ async fn ingest_run(ctx: &Ctx, setup: Setup) -> Result<IngestFigures> {
         Some(db) => Some(db.finish().await?),
         None => None,
     };
-    eprintln!("{}", run.report.summary());
     Ok(IngestFigures {
         per_node_req_per_sec: per_node(&run),
         accepted: run.accepted.len() as u64,
