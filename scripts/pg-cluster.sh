@@ -5,7 +5,7 @@
 #   scripts/pg-cluster.sh stop DIR    # pg_ctl -m fast stop; fine if it is not running
 #
 #   url=$(scripts/pg-cluster.sh start /tmp/herald-pg)
-#   HERALD_TEST_POSTGRES_URL=$url cargo test --workspace
+#   POSTGRES_TEST_URL=$url cargo test --workspace
 #   scripts/pg-cluster.sh stop /tmp/herald-pg && rm -rf /tmp/herald-pg
 #
 # start: DIR must be missing, empty, or a cluster this script made (then it is started again if

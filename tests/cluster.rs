@@ -7,9 +7,10 @@
 //! - What one node changes (a DLQ retry, a bulk suppression, an erasure, a destination) the
 //!   others see, through the API and on the delivery path (their caches are told).
 //!
-//! The database comes from `HERALD_TEST_POSTGRES_URL` (see `herald_storage::test_postgres`):
+//! The database comes from `POSTGRES_TEST_URL` (see `herald_storage::test_postgres`):
 //! without it these tests are skipped, except under `CI=true` where they fail.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+// Each test is one scenario across several processes, read top to bottom.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::too_many_lines)]
 
 mod common;
 
@@ -50,10 +51,7 @@ fn node_config(dir: &Path, url: &str, extra: &str) -> PathBuf {
 fn start(config: &Path, node: usize) -> Process {
     spawn_with_env(
         config,
-        &[
-            ("HERALD_SERVER_NODE_NAME", &format!("node-{node}")),
-            ("HERALD_LOG_LEVEL", "warn"),
-        ],
+        &[("HERALD_SERVER_NODE_NAME", &format!("node-{node}"))],
     )
 }
 
@@ -174,8 +172,8 @@ async fn three_nodes_keep_every_acknowledged_webhook_through_kills() {
     let wanted: HashSet<&str> = acknowledged.values().map(String::as_str).collect();
     let deadline = Instant::now() + Duration::from_secs(90);
     let (delivered, total) = loop {
-        let received = receiver.received();
-        let ids: HashSet<String> = received
+        let arrived = receiver.received();
+        let ids: HashSet<String> = arrived
             .iter()
             .filter_map(|r| {
                 r.headers
@@ -187,7 +185,7 @@ async fn three_nodes_keep_every_acknowledged_webhook_through_kills() {
             .collect();
         let missing = wanted.iter().filter(|id| !ids.contains(**id)).count();
         if missing == 0 {
-            break (ids, received.len());
+            break (ids, arrived.len());
         }
         assert!(
             Instant::now() < deadline,

@@ -222,7 +222,9 @@ impl Embedded {
         now_ms: u64,
         limit: usize,
         skip: std::collections::HashSet<MessageId>,
+        _timeout: std::time::Duration,
     ) -> Result<Vec<DueDelivery>> {
+        // One node: nothing to lease; the dispatcher's in-flight set (`skip`) is the claim.
         self.read(move |txn| {
             deliveries::due(txn, &destination, now_ms, limit, &|id| skip.contains(&id))
         })

@@ -263,15 +263,22 @@ impl Store {
         dispatch!(self.record_attempt(update, done));
     }
 
-    /// Up to `limit` deliveries of `destination` due by `now_ms`, skipping in-flight ones.
+    /// Up to `limit` deliveries of `destination` due by `now_ms`, skipping in-flight ones, for
+    /// attempts that time out after `timeout`. On PostgreSQL they are claimed: leased to this
+    /// node for `timeout` plus the lease margin ([`PostgresOptions::lease_margin`]), so no other
+    /// node attempts them meanwhile.
     pub async fn due_deliveries(
         &self,
         destination: String,
         now_ms: u64,
         limit: usize,
         skip: std::collections::HashSet<MessageId>,
+        timeout: std::time::Duration,
     ) -> Result<Vec<DueDelivery>> {
-        dispatch!(self.due_deliveries(destination, now_ms, limit, skip).await)
+        dispatch!(
+            self.due_deliveries(destination, now_ms, limit, skip, timeout)
+                .await
+        )
     }
 
     /// When the earliest queued delivery of each destination is due: when this node can next

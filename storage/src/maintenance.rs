@@ -891,7 +891,13 @@ mod tests {
         // Visible damage: m1→d1 is due at the wrong time, the DLQ shows the discarded m3→d2
         // instead of m3→d1, alice's export misses m1.
         let due = store
-            .due_deliveries("d1".into(), RECEIVED, 10, std::collections::HashSet::new())
+            .due_deliveries(
+                "d1".into(),
+                RECEIVED,
+                10,
+                std::collections::HashSet::new(),
+                std::time::Duration::ZERO,
+            )
             .await
             .unwrap();
         let due: Vec<_> = due.iter().map(|d| (d.key.message, d.due_at_ms)).collect();
@@ -929,7 +935,13 @@ mod tests {
 
         // And the readers see the data again.
         let due = store
-            .due_deliveries("d1".into(), RECEIVED, 10, std::collections::HashSet::new())
+            .due_deliveries(
+                "d1".into(),
+                RECEIVED,
+                10,
+                std::collections::HashSet::new(),
+                std::time::Duration::ZERO,
+            )
             .await
             .unwrap();
         let due: Vec<_> = due.iter().map(|d| (d.key.message, d.due_at_ms)).collect();

@@ -1,14 +1,15 @@
 //! A fresh PostgreSQL database per test (feature `test-hooks`, never in a build of herald).
 //!
-//! The tests find a cluster through `HERALD_TEST_POSTGRES_URL` (a role that may create
+//! The tests find a cluster through `POSTGRES_TEST_URL` (a role that may create
 //! databases; `.ci/run` starts a private cluster and sets it, see `scripts/pg-cluster.sh`).
 //! Outside CI a missing variable skips the PostgreSQL half of a test with a message; under
 //! `CI=true` it fails the test, so CI can never pass without having run them.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// The variable naming the test cluster.
-pub const URL_VAR: &str = "HERALD_TEST_POSTGRES_URL";
+/// The variable naming the test cluster. Not `HERALD_…`: herald takes every such variable for
+/// a config key and refuses the unknown ones, and its test processes inherit the environment.
+pub const URL_VAR: &str = "POSTGRES_TEST_URL";
 
 /// An empty database of its own, dropped (with `FORCE`, closing its connections) when this is.
 #[derive(Debug)]

@@ -558,7 +558,13 @@ async fn check_contents(store: &Store, run: &Run, label: &str) -> BTreeMap<Messa
     }
     for destination in DESTINATIONS {
         let due = store
-            .due_deliveries(destination.into(), u64::MAX, 1_000, HashSet::new())
+            .due_deliveries(
+                destination.into(),
+                u64::MAX,
+                1_000,
+                HashSet::new(),
+                std::time::Duration::ZERO,
+            )
             .await
             .unwrap();
         let expected = stored

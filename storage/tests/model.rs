@@ -706,7 +706,13 @@ async fn compare(store: &Store, model: &Model, full: bool) -> Result<(), TestCas
             destination
         );
         let due: Vec<(u64, MessageId, u32)> = store
-            .due_deliveries(destination.into(), model.now, 1_000, HashSet::new())
+            .due_deliveries(
+                destination.into(),
+                model.now,
+                1_000,
+                HashSet::new(),
+                std::time::Duration::ZERO,
+            )
             .await
             .unwrap()
             .into_iter()

@@ -19,7 +19,7 @@ use herald_storage::{
 /// Node `node` on `db`, whose claims last `lease`.
 async fn node(db: &TestDatabase, node: &str, lease: Duration) -> Store {
     let mut options = PostgresOptions::new(db.url.clone(), node);
-    options.lease = lease;
+    options.lease_margin = lease;
     Store::open_postgres(options).await.unwrap()
 }
 
@@ -84,6 +84,7 @@ async fn claim(store: &Store, now_ms: u64, limit: usize, skip: &[MessageId]) -> 
             now_ms,
             limit,
             skip.iter().copied().collect::<HashSet<_>>(),
+            Duration::ZERO, // the claim lasts the node's lease margin
         )
         .await
         .unwrap()

@@ -568,7 +568,13 @@ async fn deleting_a_destination_sends_its_live_deliveries_to_the_dlq() {
         );
         assert_eq!((back.dead_at_ms, back.reason), (None, None));
         let due = store
-            .due_deliveries("d".into(), 4_000, 10, HashSet::new())
+            .due_deliveries(
+                "d".into(),
+                4_000,
+                10,
+                HashSet::new(),
+                std::time::Duration::ZERO,
+            )
             .await
             .unwrap();
         assert_eq!(due.len(), 1);
@@ -785,7 +791,7 @@ async fn due_work_comes_earliest_first_within_the_limit_without_the_skipped() {
             let skip: HashSet<MessageId> = skip.iter().copied().collect();
             async move {
                 store
-                    .due_deliveries("d".into(), now, limit, skip)
+                    .due_deliveries("d".into(), now, limit, skip, std::time::Duration::ZERO)
                     .await
                     .unwrap()
                     .into_iter()
@@ -813,7 +819,13 @@ async fn due_work_comes_earliest_first_within_the_limit_without_the_skipped() {
         );
         assert!(due(1_500, 0, &[]).await.is_empty());
         let first = store
-            .due_deliveries("d".into(), 1_001, 1, HashSet::new())
+            .due_deliveries(
+                "d".into(),
+                1_001,
+                1,
+                HashSet::new(),
+                std::time::Duration::ZERO,
+            )
             .await
             .unwrap();
         assert_eq!(first[0].message, msgs[1].record);

@@ -153,6 +153,7 @@ fn row(r: &str, c: &str, reason: &str) -> (String, String, String) {
     (r.into(), c.into(), reason.into())
 }
 
+#[allow(clippy::too_many_lines)] // one scenario: add, page, filter, remove, audit
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn suppressions_page_filter_and_remove_with_their_audit() {
     for backend in common::backends().await {

@@ -634,6 +634,10 @@ fn scan(myself: &ActorRef<DispatcherMsg>, state: &mut DispatcherState) {
             skip: dest.in_flight.clone(),
             now,
             work_seen: state.work_seen,
+            timeout: policy::timeout(
+                &dest.record.policy,
+                &state.core.settings.delivery.defaults(),
+            ),
         };
         tokio::spawn(read.run(Arc::clone(&state.core), myself.clone()));
     }
@@ -648,6 +652,8 @@ struct Read {
     skip: HashSet<MessageId>,
     now: u64,
     work_seen: u64,
+    /// The destination's attempt timeout: how long the claim must last.
+    timeout: Duration,
 }
 
 impl Read {
@@ -660,11 +666,12 @@ impl Read {
             skip,
             now,
             work_seen,
+            timeout,
         } = self;
         let mut quiet_until = None;
         let due = match core
             .store
-            .due_deliveries(destination.clone(), now, limit, skip)
+            .due_deliveries(destination.clone(), now, limit, skip, timeout)
             .await
         {
             Ok(due) => {

@@ -15,7 +15,7 @@
 //! the lease if this node still holds it: a lease some other node took over after it expired
 //! is that node's to clear. A DLQ retry or a resend leaves leases as they are: an attempt may
 //! still be in flight on the node that holds one. Lease times are on the callers' clocks (the
-//! dispatcher's `now`); a lease (two minutes by default) dwarfs any skew between nodes.
+//! dispatcher's `now`); a lease (the attempt's timeout and 10 s by default) dwarfs any skew between nodes kept in step by NTP.
 //!
 //! # Locks
 //! Every write locks the rows it reads (`FOR UPDATE`) before deciding, in one order shared by
@@ -55,6 +55,7 @@ pub(super) async fn claim_due(
     now_ms: u64,
     limit: usize,
     skip: &HashSet<MessageId>,
+    lease_ms: u64,
 ) -> Result<Vec<DueDelivery>> {
     if limit == 0 {
         return Ok(Vec::new());
@@ -118,7 +119,7 @@ pub(super) async fn claim_due(
                  WHERE destination = $3 AND message_id = ANY($4)",
             )
             .await?;
-        let until = ms(now_ms.saturating_add(shared.lease_ms()));
+        let until = ms(now_ms.saturating_add(lease_ms));
         tx.execute(&lease, &[&until, &shared.node(), &destination, &claimed])
             .await?;
     }

@@ -57,9 +57,10 @@ pub struct PostgresOptions {
     pub node: String,
     /// Connections in this node's pool (the writer and the listener have their own).
     pub pool_size: usize,
-    /// How long a claimed delivery stays this node's: longer than any attempt can take, so
-    /// only a dead node's claims are ever taken over.
-    pub lease: Duration,
+    /// How much longer than its attempt's timeout a claim lasts (see
+    /// [`crate::Store::due_deliveries`]): the time an outcome may take to be recorded once the
+    /// attempt ended, so that only a dead node's claims are ever taken over.
+    pub lease_margin: Duration,
     /// Connecting (at start, and each reconnection attempt) gives up after this.
     pub connect_timeout: Duration,
     /// Called after every grouped commit, as with redb.
@@ -68,7 +69,7 @@ pub struct PostgresOptions {
 
 impl PostgresOptions {
     pub const DEFAULT_POOL_SIZE: usize = 16;
-    pub const DEFAULT_LEASE: Duration = Duration::from_secs(120);
+    pub const DEFAULT_LEASE_MARGIN: Duration = Duration::from_secs(10);
 
     /// The defaults for `url`, as node `node`.
     pub fn new(url: impl Into<String>, node: impl Into<String>) -> Self {
@@ -76,7 +77,7 @@ impl PostgresOptions {
             url: url.into(),
             node: node.into(),
             pool_size: Self::DEFAULT_POOL_SIZE,
-            lease: Self::DEFAULT_LEASE,
+            lease_margin: Self::DEFAULT_LEASE_MARGIN,
             connect_timeout: Duration::from_secs(5),
             observer: None,
         }
@@ -89,7 +90,7 @@ impl std::fmt::Debug for PostgresOptions {
         f.debug_struct("PostgresOptions")
             .field("node", &self.node)
             .field("pool_size", &self.pool_size)
-            .field("lease", &self.lease)
+            .field("lease_margin", &self.lease_margin)
             .field("connect_timeout", &self.connect_timeout)
             .finish_non_exhaustive()
     }
@@ -106,7 +107,7 @@ struct Inner {
     /// For the listener's and the writer's own connections.
     config: tokio_postgres::Config,
     node: String,
-    lease_ms: u64,
+    lease_margin: Duration,
     pseudonyms: Pseudonyms,
     writer: writer::Writer,
     health: watch::Sender<Health>,
@@ -171,7 +172,7 @@ impl Shared {
                 pool,
                 config,
                 node: options.node,
-                lease_ms: u64::try_from(options.lease.as_millis()).unwrap_or(u64::MAX),
+                lease_margin: options.lease_margin,
                 pseudonyms: Pseudonyms::new(key),
                 writer: writer::Writer::spawn(store.clone(), observer),
                 health,
@@ -200,8 +201,10 @@ impl Shared {
         &self.inner.node
     }
 
-    fn lease_ms(&self) -> u64 {
-        self.inner.lease_ms
+    /// How long a claim for an attempt of `timeout` lasts, in ms.
+    fn lease_ms(&self, timeout: Duration) -> u64 {
+        u64::try_from(timeout.saturating_add(self.inner.lease_margin).as_millis())
+            .unwrap_or(u64::MAX)
     }
 
     /// A pooled connection; a failure marks the store unavailable.
@@ -333,10 +336,21 @@ impl Shared {
         now_ms: u64,
         limit: usize,
         skip: HashSet<MessageId>,
+        timeout: Duration,
     ) -> Result<Vec<DueDelivery>> {
         let mut client = self.client().await?;
+        let lease_ms = self.lease_ms(timeout);
         self.checked(
-            deliveries::claim_due(self, &mut client, &destination, now_ms, limit, &skip).await,
+            deliveries::claim_due(
+                self,
+                &mut client,
+                &destination,
+                now_ms,
+                limit,
+                &skip,
+                lease_ms,
+            )
+            .await,
         )
     }
 
