@@ -108,16 +108,16 @@ struct IngestOnly {
 
 /// What the receiver saw, for either delivering phase.
 #[derive(Debug, Default, Serialize)]
-struct ReceiverCounts {
-    requests: u64,
+pub(crate) struct ReceiverCounts {
+    pub(crate) requests: u64,
     /// Copies of an id after its first.
-    duplicates: u64,
+    pub(crate) duplicates: u64,
     /// Ids that arrived but no `202` named (e.g. a request that timed out at the client after
     /// herald had committed it).
-    unexpected_ids: u64,
-    bad_signature: u64,
-    bad_body: u64,
-    missing_id: u64,
+    pub(crate) unexpected_ids: u64,
+    pub(crate) bad_signature: u64,
+    pub(crate) bad_body: u64,
+    pub(crate) missing_id: u64,
 }
 
 /// Phase 2.
@@ -310,6 +310,7 @@ fn load_config(
 ) -> Result<LoadConfig> {
     Ok(LoadConfig {
         target: Target::parse(&format!("http://{addr}{INGEST_PATH}"))?,
+        extra_targets: Vec::new(),
         connections: opts.connections,
         warmup: if max_requests.is_some() {
             Duration::ZERO
@@ -406,7 +407,7 @@ async fn api_get(addr: SocketAddr, path: &str) -> Result<(StatusCode, Bytes)> {
 
 /// One line about a message from `GET /v1/messages/{id}`: its deliveries' status, attempts and
 /// the last attempt's outcome.
-async fn lookup(herald: &Herald, id: &str) -> String {
+pub(crate) async fn lookup(herald: &Herald, id: &str) -> String {
     let Some(api) = herald.api_addr() else {
         return format!("{id}: herald's API address is unknown");
     };
@@ -469,7 +470,7 @@ fn text(v: &Value) -> String {
 }
 
 /// The receiver's counters, plus ids it got that no `202` named.
-fn receiver_counts(rx: &Receiver, accepted: &[Accepted]) -> ReceiverCounts {
+pub(crate) fn receiver_counts(rx: &Receiver, accepted: &[Accepted]) -> ReceiverCounts {
     rx.with(|a| {
         let matched = accepted
             .iter()

@@ -1,9 +1,10 @@
 //! Running herald as a child process for the benchmark.
 //!
 //! Herald is started exactly as an operator would start it (`herald serve --config FILE`) with a
-//! throwaway config in a temp dir: ports 0, a fresh redb file, one `standard-webhooks` source
-//! named `bench` whose secret is the bench's, and for `deliver` one destination `sink` (every
-//! source) plus the delivery settings that benchmark needs. Its bound ingest address is learned
+//! throwaway config in a temp dir: ports 0, a fresh redb file (or, for `cluster`, a `PostgreSQL`
+//! database and a node name: [`Node`]), one `standard-webhooks` source named `bench` whose
+//! secret is the bench's, and for `deliver` one destination `sink` (every source) plus the
+//! delivery settings that benchmark needs. Its bound ingest address is learned
 //! from its log line `ingest listening on ADDR` (and the API's from `api listening on ADDR`),
 //! read from stdout and stderr alike; both pipes keep being drained for the child's whole life
 //! so herald never blocks writing a log line.
@@ -62,6 +63,16 @@ pub struct Sink {
     pub ca_file: Option<PathBuf>,
 }
 
+/// Where a herald child keeps its data and what it calls itself. The default is what every
+/// subcommand but `cluster` runs: redb in the child's temp dir, herald's own node name.
+#[derive(Debug, Clone, Default)]
+pub struct Node {
+    /// `Some(url)`: `storage.backend = "postgres"` on that database instead of redb.
+    pub postgres_url: Option<String>,
+    /// `server.node_name`; `None` leaves herald's default (the host name).
+    pub name: Option<String>,
+}
+
 /// A running herald child plus its temp dir (removed on drop).
 #[derive(Debug)]
 pub struct Herald {
@@ -104,7 +115,7 @@ failure_threshold = 1000000
 /// With a sink, delivery is tuned for the benchmark: private destinations allowed (the
 /// receiver is on loopback), 100 attempts with backoff 200 ms … 2 s so a receiver that is down
 /// for a while loses nothing, and a circuit breaker that never opens in practice.
-fn config_toml(db_path: &Path, secret: &str, sink: Option<&Sink>) -> String {
+fn config_toml(db_path: &Path, secret: &str, sink: Option<&Sink>, node: &Node) -> String {
     let delivery = match sink {
         None => String::new(),
         Some(Sink {
@@ -132,13 +143,23 @@ secret = "{secret}"
             secret = toml_escape(&sink.secret),
         )
     });
+    let node_name = node.name.as_deref().map_or_else(String::new, |name| {
+        format!("node_name = \"{}\"\n", toml_escape(name))
+    });
+    let storage = match &node.postgres_url {
+        None => format!("path = \"{}\"", toml_escape(&db_path.to_string_lossy())),
+        Some(url) => format!(
+            "backend = \"postgres\"\npostgres_url = \"{}\"",
+            toml_escape(url)
+        ),
+    };
     format!(
         r#"[server]
 ingest_listen = "127.0.0.1:0"
 api_listen = "127.0.0.1:0"
-
+{node_name}
 [storage]
-path = "{db}"
+{storage}
 
 [api]
 token = "{API_TOKEN}"
@@ -151,7 +172,6 @@ name = "bench"
 scheme = "standard-webhooks"
 secret = "{secret}"
 {destinations}"#,
-        db = toml_escape(&db_path.to_string_lossy()),
         secret = toml_escape(secret),
     )
 }
@@ -268,6 +288,16 @@ impl Herald {
     /// Writes a config to a fresh temp dir, starts `binary serve --config …` and waits until it
     /// logs its ingest address (or exits, or 30 s pass). With `sink`, herald delivers there.
     pub async fn start(binary: &Path, secret: &str, sink: Option<&Sink>) -> Result<Self> {
+        Self::start_node(binary, secret, sink, &Node::default()).await
+    }
+
+    /// [`Herald::start`] with `node`'s storage and name.
+    pub async fn start_node(
+        binary: &Path,
+        secret: &str,
+        sink: Option<&Sink>,
+        node: &Node,
+    ) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("herald-bench-")
             .tempdir()
@@ -275,7 +305,7 @@ impl Herald {
         let config_path = dir.path().join("config.toml");
         std::fs::write(
             &config_path,
-            config_toml(&dir.path().join("herald.redb"), secret, sink),
+            config_toml(&dir.path().join("herald.redb"), secret, sink, node),
         )
         .with_context(|| format!("writing {}", config_path.display()))?;
 
@@ -464,7 +494,12 @@ mod tests {
 
     #[test]
     fn config_is_the_documented_one() {
-        let cfg = config_toml(Path::new("/tmp/x\"y/herald.redb"), "whsec_abc", None);
+        let cfg = config_toml(
+            Path::new("/tmp/x\"y/herald.redb"),
+            "whsec_abc",
+            None,
+            &Node::default(),
+        );
         assert!(cfg.contains(r#"path = "/tmp/x\"y/herald.redb""#));
         assert!(cfg.contains(r#"secret = "whsec_abc""#));
         assert!(cfg.contains(r#"token = "bench-token-123""#));
@@ -472,6 +507,22 @@ mod tests {
         assert!(!cfg.contains("rate_limit"));
         assert!(!cfg.contains("[delivery]"));
         assert!(!cfg.contains("[[destinations]]"));
+        assert!(!cfg.contains("node_name") && !cfg.contains("backend"));
+    }
+
+    #[test]
+    fn config_on_postgres_names_the_database_and_the_node() {
+        let node = Node {
+            postgres_url: Some("postgres://herald@127.0.0.1:55432/herald_bench_1".to_owned()),
+            name: Some("bench-2".to_owned()),
+        };
+        let cfg = config_toml(Path::new("/tmp/h.redb"), "whsec_in", None, &node);
+        assert!(cfg.contains(
+            "[storage]\nbackend = \"postgres\"\n\
+             postgres_url = \"postgres://herald@127.0.0.1:55432/herald_bench_1\"\n"
+        ));
+        assert!(cfg.contains("api_listen = \"127.0.0.1:0\"\nnode_name = \"bench-2\"\n"));
+        assert!(!cfg.contains("path ="));
     }
 
     #[test]
@@ -481,7 +532,12 @@ mod tests {
             url: "http://127.0.0.1:4321/hooks".to_owned(),
             secret: "whsec_out".to_owned(),
         };
-        let cfg = config_toml(Path::new("/tmp/h.redb"), "whsec_in", Some(&sink));
+        let cfg = config_toml(
+            Path::new("/tmp/h.redb"),
+            "whsec_in",
+            Some(&sink),
+            &Node::default(),
+        );
         for needle in [
             "[delivery]\nallow_private_destinations = true\nmax_attempts = 100\n\
              backoff_base_ms = 200\nbackoff_max_ms = 2000\n",

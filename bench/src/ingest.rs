@@ -147,6 +147,7 @@ pub async fn run(opts: IngestOptions) -> Result<()> {
     let load_config = |addr: SocketAddr| -> Result<LoadConfig> {
         Ok(LoadConfig {
             target: Target::parse(&format!("http://{addr}{INGEST_PATH}"))?,
+            extra_targets: Vec::new(),
             connections: opts.connections,
             warmup: opts.warmup,
             duration: opts.duration,

@@ -19,6 +19,10 @@
 //! responses ÷ the run's actual length), and `record_accepted`, which keeps the message id of
 //! every `202` (`{"id":"msg_…","status":"accepted"}`, warm-up included) with the instant its
 //! request was sent, so deliveries can be matched to it later.
+//!
+//! For `cluster`, `extra_targets` spreads the connections round robin over several servers:
+//! connection `i` talks to `[target, extra_targets…][i % n]` for the whole run, as a
+//! connection-level load balancer would pin it.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -96,6 +100,8 @@ impl Target {
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
     pub target: Target,
+    /// More servers to spread the connections over, round robin (usually empty).
+    pub extra_targets: Vec<Target>,
     pub connections: usize,
     pub warmup: Duration,
     pub duration: Duration,
@@ -125,6 +131,8 @@ pub struct LoadRun {
     pub measure_start: Instant,
     /// The end of the window: its planned end, or in count mode when the last request ended.
     pub measure_end: Instant,
+    /// 2xx responses in the window per target: `[target, extra_targets…]`.
+    pub successes_by_target: Vec<u64>,
 }
 
 /// The part of herald's `202` body the bench reads.
@@ -275,6 +283,19 @@ impl Plan {
         })
     }
 
+    /// How many servers the connections are spread over.
+    fn targets(&self) -> usize {
+        1 + self.cfg.extra_targets.len()
+    }
+
+    /// The server connection `conn` talks to.
+    fn target(&self, conn: usize) -> &Target {
+        match conn % self.targets() {
+            0 => &self.cfg.target,
+            i => &self.cfg.extra_targets[i - 1],
+        }
+    }
+
     /// Gives back a claimed request that was not sent after all.
     fn unclaim(&self) {
         if let Some(r) = &self.remaining {
@@ -325,11 +346,13 @@ pub async fn run_detailed(cfg: LoadConfig) -> Result<LoadRun> {
     // Hard stop: the window, plus one request timeout for the last in-flight requests, plus slack.
     let hard_deadline = end + REQUEST_TIMEOUT * 2 + Duration::from_secs(5);
     let mut total = ConnStats::new()?;
-    for worker in workers {
+    let mut successes_by_target = vec![0; plan.targets()];
+    for (conn, worker) in workers.into_iter().enumerate() {
         let stats = tokio::time::timeout_at(hard_deadline, worker)
             .await
             .context("a connection did not finish by the hard deadline")?
             .context("a connection task panicked")??;
+        successes_by_target[conn % plan.targets()] += stats.successes;
         total.merge(stats)?;
     }
     let measure_end = if counted {
@@ -363,6 +386,7 @@ pub async fn run_detailed(cfg: LoadConfig) -> Result<LoadRun> {
         accepted_without_id: total.accepted_without_id,
         measure_start,
         measure_end,
+        successes_by_target,
     })
 }
 
@@ -390,10 +414,11 @@ async fn connect(target: &Target) -> Result<SendRequest<Full<Bytes>>> {
 fn build_request(plan: &Plan, conn: usize, n: u64) -> Result<Request<Full<Bytes>>> {
     let id = format!("msg_bench_{conn}_{n}_{}", plan.run_id);
     let hook = plan.cfg.signer.webhook(id, plan.cfg.body_bytes)?;
+    let target = plan.target(conn);
     let req = Request::builder()
         .method(Method::POST)
-        .uri(plan.cfg.target.path.as_str())
-        .header(HOST, plan.cfg.target.authority.as_str())
+        .uri(target.path.as_str())
+        .header(HOST, target.authority.as_str())
         .header(CONTENT_TYPE, "application/json")
         .header(CONTENT_LENGTH, hook.body.len())
         .header("webhook-id", hook.id)
@@ -431,7 +456,7 @@ async fn connection_loop(conn: usize, plan: Arc<Plan>) -> Result<ConnStats> {
         let mut s = match sender.take() {
             Some(s) if !s.is_closed() => s,
             _ => {
-                let Ok(s) = connect(&plan.cfg.target).await else {
+                let Ok(s) = connect(plan.target(conn)).await else {
                     if in_window(Instant::now()) {
                         seen.transport_error("connect failed");
                     }
@@ -527,6 +552,7 @@ mod tests {
         let url = format!("http://{}/webhooks/bench", server.addr());
         let report = run(LoadConfig {
             target: Target::parse(&url)?,
+            extra_targets: Vec::new(),
             connections: 4,
             warmup: Duration::from_millis(100),
             duration: Duration::from_millis(500),
@@ -545,11 +571,46 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connections_are_spread_round_robin_over_the_targets() -> Result<()> {
+        let servers = [
+            BareServer::start("127.0.0.1:0".parse()?, 1)?,
+            BareServer::start("127.0.0.1:0".parse()?, 1)?,
+            BareServer::start("127.0.0.1:0".parse()?, 1)?,
+        ];
+        let url = |s: &BareServer| format!("http://{}/webhooks/bench", s.addr());
+        let run = run_detailed(LoadConfig {
+            target: Target::parse(&url(&servers[0]))?,
+            extra_targets: vec![
+                Target::parse(&url(&servers[1]))?,
+                Target::parse(&url(&servers[2]))?,
+            ],
+            // Two connections on the first server, one on each of the others.
+            connections: 4,
+            warmup: Duration::ZERO,
+            duration: Duration::from_secs(30),
+            body_bytes: 256,
+            signer: Signer::from_secret(sign::BENCH_SECRET)?,
+            max_requests: Some(400),
+            record_accepted: false,
+        })
+        .await?;
+        for server in servers {
+            server.stop().await?;
+        }
+        assert_eq!(run.report.successes, 400, "{}", run.report.summary());
+        assert_eq!(run.successes_by_target.len(), 3);
+        assert_eq!(run.successes_by_target.iter().sum::<u64>(), 400);
+        assert!(run.successes_by_target.iter().all(|&n| n > 0));
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn count_mode_sends_exactly_the_budget_and_records_ids() -> Result<()> {
         let server = BareServer::start("127.0.0.1:0".parse()?, 1)?;
         let url = format!("http://{}/webhooks/bench", server.addr());
         let run = run_detailed(LoadConfig {
             target: Target::parse(&url)?,
+            extra_targets: Vec::new(),
             connections: 8,
             warmup: Duration::from_secs(1),
             duration: Duration::from_secs(30),

@@ -4,6 +4,8 @@
 //! - `bare`: the ceiling server on its own.
 //! - `load`: the load generator against any loopback URL.
 //! - `ingest`: both, back to back, then a table of herald against the ceiling.
+//! - `cluster`: ingest and end to end on redb, on `PostgreSQL` with one node and with several
+//!   nodes sharing one database, each `PostgreSQL` run on a fresh database.
 //! - `deliver`: end to end, through herald to an in-process receiver: steady-state throughput
 //!   and latency, then a backlog built while the receiver is down and drained when it returns.
 //! - `micro`: in-process costs of the suppression check, the perf layer and a cache hit.
@@ -15,6 +17,7 @@
 //! Traffic only ever goes to loopback addresses, and every run stops by itself.
 
 mod bare;
+mod cluster;
 mod deliver;
 mod herald;
 mod ingest;
@@ -60,6 +63,9 @@ enum Command {
     /// Measure delivery end to end: steady state against an in-process receiver, then a backlog
     /// built while the receiver is down.
     Deliver(DeliverArgs),
+    /// Compare storage backends, same load, same machine, same run: redb, `PostgreSQL` with one
+    /// node, `PostgreSQL` with several nodes on one database; ingest and end to end.
+    Cluster(ClusterArgs),
     /// Measure in-process: the suppression check with many suppressions stored, the perf
     /// layer per request, and a cache hit.
     Micro(MicroArgs),
@@ -158,6 +164,40 @@ struct DeliverArgs {
 }
 
 #[derive(Debug, Args)]
+struct ClusterArgs {
+    /// The herald binary to benchmark.
+    #[arg(long, default_value = "target/release/herald")]
+    herald: PathBuf,
+    /// A `PostgreSQL` cluster on this machine whose role may create databases, e.g.
+    /// `postgres://herald@127.0.0.1:5432/herald`; every `PostgreSQL` run creates a database of
+    /// its own there and drops it afterwards. Needed unless `--setups redb`.
+    #[arg(long, env = "HERALD_BENCH_POSTGRES_URL")]
+    postgres_url: Option<String>,
+    /// herald processes sharing one database in the `pg-cluster` setup.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(2..=8))]
+    nodes: u64,
+    /// Setups to run, comma-separated: redb, pg (`PostgreSQL`, 1 node), pg-cluster (`--nodes`).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "redb,pg,pg-cluster"
+    )]
+    setups: Vec<cluster::Setup>,
+    /// Phases to run, comma-separated: ingest (no destinations), e2e (to a receiver).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "ingest,e2e")]
+    phases: Vec<cluster::Phase>,
+    /// How long an e2e run waits after the load for the last accepted message to arrive.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    drain_timeout_secs: u64,
+    #[command(flatten)]
+    shape: Shape,
+    /// Also print the figures as JSON on the last line of stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
 struct MicroArgs {
     /// Suppressions stored before the check is measured.
     #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=20_000_000))]
@@ -198,6 +238,7 @@ async fn main() -> Result<()> {
         Command::Load(args) => {
             let report = load::run(LoadConfig {
                 target: Target::parse(&args.url)?,
+                extra_targets: Vec::new(),
                 connections: to_usize(args.shape.connections)?,
                 warmup: Duration::from_secs(args.shape.warmup_secs),
                 duration: Duration::from_secs(args.shape.duration_secs),
@@ -235,6 +276,22 @@ async fn main() -> Result<()> {
                 backlog: args.backlog,
                 drain_timeout: Duration::from_secs(args.drain_timeout_secs),
                 herald: args.herald,
+                json: args.json,
+            })
+            .await
+        }
+        Command::Cluster(args) => {
+            cluster::run(cluster::ClusterOptions {
+                connections: to_usize(args.shape.connections)?,
+                duration: Duration::from_secs(args.shape.duration_secs),
+                warmup: Duration::from_secs(args.shape.warmup_secs),
+                body_bytes: to_usize(args.shape.body_bytes)?,
+                herald: args.herald,
+                postgres_url: args.postgres_url,
+                nodes: to_usize(args.nodes)?,
+                setups: args.setups,
+                phases: args.phases,
+                drain_timeout: Duration::from_secs(args.drain_timeout_secs),
                 json: args.json,
             })
             .await
