@@ -61,70 +61,77 @@ pub(super) async fn claim_due(
         return Ok(Vec::new());
     }
     let skip: Vec<Vec<u8>> = skip.iter().map(|id| id_bytes(id.0)).collect();
-    let tx = client.transaction().await?;
-    // A LEFT JOIN, so a queued delivery without its message is reported (as on redb) rather
-    // than left in the queue unseen.
-    let select = tx
+    // One statement, so one round trip and its own transaction: lock the due keys (narrow
+    // rows, read in the queue index's order, never the bodies) and stamp the lease. The
+    // messages are read after the claim committed; a claim is this node's whatever it reads.
+    let claim = client
         .prepare_cached(
-            "SELECT d.message_id, d.due_ms, d.record, m.record, m.body
-             FROM deliveries d LEFT JOIN messages m ON m.id = d.message_id
-             WHERE d.destination = $1 AND d.due_ms <= $2
-               AND (d.lease_until_ms <= $2 OR d.leased_by = $3)
-               AND NOT (d.message_id = ANY($4))
-             ORDER BY d.due_ms, d.message_id
-             LIMIT $5
-             FOR UPDATE OF d SKIP LOCKED",
+            "WITH due AS (
+                 SELECT message_id FROM deliveries
+                 WHERE destination = $1 AND due_ms <= $2
+                   AND (lease_until_ms <= $2 OR leased_by = $3)
+                   AND NOT (message_id = ANY($4))
+                 ORDER BY due_ms, message_id
+                 LIMIT $5
+                 FOR UPDATE SKIP LOCKED
+             )
+             UPDATE deliveries d SET lease_until_ms = $6, leased_by = $3
+             FROM due WHERE d.destination = $1 AND d.message_id = due.message_id
+             RETURNING d.message_id, d.due_ms, d.record",
         )
         .await?;
-    let rows = tx
+    let until = ms(now_ms.saturating_add(lease_ms));
+    let rows = client
         .query(
-            &select,
+            &claim,
             &[
                 &destination,
                 &ms(now_ms),
                 &shared.node(),
                 &skip,
                 &count(limit),
+                &until,
             ],
         )
         .await?;
     let mut claimed = Vec::with_capacity(rows.len());
-    let mut due = Vec::with_capacity(rows.len());
     for row in rows {
         let raw_id: Vec<u8> = row.get(0);
         let id = MessageId(id_from(&raw_id, TABLE)?);
         let delivery: DeliveryRecord = decode(TABLE, row.get::<_, &[u8]>(2))?;
-        let (Some(message), Some(body)) = (
-            row.get::<_, Option<&[u8]>>(3),
-            row.get::<_, Option<Vec<u8>>>(4),
-        ) else {
-            return Err(StorageError::corrupt(TABLE, "queued message missing"));
-        };
-        due.push(DueDelivery {
-            key: DeliveryKey {
-                message: id,
-                destination: destination.to_owned(),
-            },
-            due_at_ms: ms_from(row.get(1)),
-            round_attempts: delivery.round_attempts,
-            message: decode("messages", message)?,
-            body: Bytes::from(body),
-        });
-        claimed.push(raw_id);
+        claimed.push((ms_from(row.get(1)), id, delivery.round_attempts, raw_id));
     }
-    if !claimed.is_empty() {
-        let lease = tx
-            .prepare_cached(
-                "UPDATE deliveries SET lease_until_ms = $1, leased_by = $2
-                 WHERE destination = $3 AND message_id = ANY($4)",
-            )
-            .await?;
-        let until = ms(now_ms.saturating_add(lease_ms));
-        tx.execute(&lease, &[&until, &shared.node(), &destination, &claimed])
-            .await?;
+    // RETURNING keeps no order: the queue's is (due time, message id).
+    claimed.sort_unstable_by_key(|(due, id, ..)| (*due, *id));
+    let ids: Vec<&Vec<u8>> = claimed.iter().map(|(.., raw)| raw).collect();
+    let messages = client
+        .prepare_cached("SELECT id, record, body FROM messages WHERE id = ANY($1)")
+        .await?;
+    let mut found = std::collections::HashMap::with_capacity(ids.len());
+    for row in client.query(&messages, &[&ids]).await? {
+        let id = id_from(row.get::<_, &[u8]>(0), "messages")?;
+        let record = decode("messages", row.get::<_, &[u8]>(1))?;
+        found.insert(id, (record, Bytes::from(row.get::<_, Vec<u8>>(2))));
     }
-    tx.commit().await?;
-    Ok(due)
+    claimed
+        .into_iter()
+        .map(|(due_at_ms, id, round_attempts, _)| {
+            // As on redb: a queued delivery without its message is reported, not skipped.
+            let (message, body) = found
+                .remove(&id.0)
+                .ok_or_else(|| StorageError::corrupt(TABLE, "queued message missing"))?;
+            Ok(DueDelivery {
+                key: DeliveryKey {
+                    message: id,
+                    destination: destination.to_owned(),
+                },
+                due_at_ms,
+                round_attempts,
+                message,
+                body,
+            })
+        })
+        .collect()
 }
 
 /// Applies a batch of attempt outcomes in the writer's transaction `tx`, in their order (a

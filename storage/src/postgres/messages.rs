@@ -73,7 +73,7 @@ pub(super) async fn insert_batch(
             super::subjects::append_audit(tx, audit).await?;
         }
     }
-    if fanned_out {
+    if fanned_out && shared.work_notice_due() {
         shared.notify(tx, &Change::Work).await?;
     }
     Ok(outcomes.into_iter().map(Ok).collect())

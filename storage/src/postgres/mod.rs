@@ -2,10 +2,13 @@
 //!
 //! # Design
 //! - The same operations as the redb backend ([`crate::embedded`]), answering only after the
-//!   PostgreSQL commit; every connection runs with `synchronous_commit = on`, so a commit has
-//!   reached the server's WAL on disk before it returns, whatever the server's default.
+//!   PostgreSQL commit; every connection that writes what is acknowledged runs with
+//!   `synchronous_commit = on`, so a commit has reached the server's WAL on disk before it
+//!   returns, whatever the server's default. Claims alone commit without their own flush
+//!   ([`CLAIM_SESSION_OPTIONS`] says why that loses nothing).
 //! - **Grouped writes.** Accepting messages and recording attempt outcomes, herald's two
-//!   high-rate writes, go through this node's [`writer`]: whatever is waiting is applied in one
+//!   high-rate writes, go through this node's [`writer`] (two transactions in flight, so one
+//!   is applied while the other's WAL flush runs): whatever is waiting is applied in one
 //!   transaction with a few array statements and one commit, as the redb writer does. The
 //!   API's writes (rare) each run in their own transaction from the pool.
 //! - **Leases.** [`crate::Store::due_deliveries`] claims what it returns: `FOR UPDATE SKIP
@@ -34,7 +37,7 @@ mod writer;
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -104,6 +107,9 @@ pub struct Shared {
 
 struct Inner {
     pool: Pool,
+    /// Connections for claims alone, which need no flush of their own (see
+    /// [`CLAIM_SESSION_OPTIONS`]).
+    claims: Pool,
     /// For the listener's and the writer's own connections.
     config: tokio_postgres::Config,
     node: String,
@@ -116,7 +122,18 @@ struct Inner {
     closed: AtomicBool,
     /// How many nodes share the database now, this one included ([`nodes`]).
     alive: Arc<AtomicUsize>,
+    /// When this node last announced new work from ingest, in ms since `started`.
+    last_work_notice: AtomicU64,
+    started: std::time::Instant,
 }
+
+/// New work from ingest is announced to the other nodes at most this often. The notice is a
+/// hint: this node's dispatcher delivers what it accepted in any case, the others only help,
+/// and a node that missed a notice reads its quiet queues within seconds anyway. Announcing
+/// every batch would cost more than the help is worth: PostgreSQL serialises the commits of
+/// all transactions that `NOTIFY`, across every session of the cluster (a global lock held
+/// through the WAL flush), so each node's ingest would wait for the others' commits.
+const WORK_NOTICE_EVERY: Duration = Duration::from_millis(100);
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -130,6 +147,34 @@ impl std::fmt::Debug for Shared {
 /// flush whatever the server or database default says.
 const SESSION_OPTIONS: &str = "-c synchronous_commit=on";
 
+/// Claims commit without waiting for their WAL flush. A claim only stamps a lease: one lost
+/// in a database crash makes its deliveries claimable again at once, which at least once
+/// allows (they are attempted again), and an outcome recorded after it is flushed durably,
+/// taking the claim's WAL record with it (the WAL is written in order). So a claim's commit
+/// costs no disk flush of its own.
+const CLAIM_SESSION_OPTIONS: &str = "-c synchronous_commit=off";
+
+/// Claims are short and one per destination read.
+const CLAIM_POOL_SIZE: usize = 4;
+
+/// A pool of connections made with `config`.
+fn new_pool(config: &tokio_postgres::Config, size: usize, timeout: Duration) -> Result<Pool> {
+    let manager = Manager::from_config(
+        config.clone(),
+        tokio_postgres::NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .wait_timeout(Some(timeout))
+        .create_timeout(Some(timeout))
+        .build()
+        .map_err(|e| StorageError::BadUrl(e.to_string()))
+}
+
 impl Shared {
     /// Connects, migrates, and starts the writer, the listener and the health probe.
     pub async fn open(options: PostgresOptions) -> Result<Self> {
@@ -142,22 +187,15 @@ impl Shared {
             Some(given) => format!("{given} {SESSION_OPTIONS}"),
             None => SESSION_OPTIONS.to_owned(),
         };
-        config.options(session);
         config.application_name(format!("herald {}", options.node));
-        let manager = Manager::from_config(
-            config.clone(),
-            tokio_postgres::NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(options.pool_size.max(2))
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .wait_timeout(Some(options.connect_timeout))
-            .create_timeout(Some(options.connect_timeout))
-            .build()
-            .map_err(|e| StorageError::BadUrl(e.to_string()))?;
+        let mut claiming = config.clone();
+        claiming.options(match config.get_options() {
+            Some(given) => format!("{given} {CLAIM_SESSION_OPTIONS}"),
+            None => CLAIM_SESSION_OPTIONS.to_owned(),
+        });
+        config.options(session);
+        let pool = new_pool(&config, options.pool_size.max(2), options.connect_timeout)?;
+        let claims = new_pool(&claiming, CLAIM_POOL_SIZE, options.connect_timeout)?;
         let mut client = pool.get().await.map_err(|e| {
             StorageError::BadUrl(format!("cannot connect to PostgreSQL: {}", pool_cause(&e)))
         })?;
@@ -170,6 +208,7 @@ impl Shared {
         let shared = Self {
             inner: Arc::new_cyclic(|store| Inner {
                 pool,
+                claims,
                 config,
                 node: options.node,
                 lease_margin: options.lease_margin,
@@ -179,6 +218,8 @@ impl Shared {
                 changes,
                 closed: AtomicBool::new(false),
                 alive: Arc::new(AtomicUsize::new(1)),
+                last_work_notice: AtomicU64::new(0),
+                started: std::time::Instant::now(),
             }),
         };
         // Whatever this node reads once `open` returns (its destinations, to build its copies)
@@ -209,10 +250,14 @@ impl Shared {
 
     /// A pooled connection; a failure marks the store unavailable.
     async fn client(&self) -> Result<deadpool_postgres::Client> {
+        self.client_of(&self.inner.pool).await
+    }
+
+    async fn client_of(&self, pool: &Pool) -> Result<deadpool_postgres::Client> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(StorageError::Closed);
         }
-        match self.inner.pool.get().await {
+        match pool.get().await {
             Ok(client) => Ok(client),
             Err(e) => {
                 let error = StorageError::from(e);
@@ -282,6 +327,23 @@ impl Shared {
         notify::send_all(tx, &self.inner.node, changes).await
     }
 
+    /// Whether the work an ingest batch queued should be announced (see
+    /// [`WORK_NOTICE_EVERY`]); true at most once per period.
+    pub(crate) fn work_notice_due(&self) -> bool {
+        let every = u64::try_from(WORK_NOTICE_EVERY.as_millis()).unwrap_or(u64::MAX);
+        // Offset by one period, so that the first batch is announced too.
+        let now = u64::try_from(self.inner.started.elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .saturating_add(every);
+        let last = self.inner.last_work_notice.load(Ordering::Relaxed);
+        now.saturating_sub(last) >= every
+            && self
+                .inner
+                .last_work_notice
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+
     /// How many nodes share the database now, this one included (see [`nodes`]).
     pub fn nodes(&self) -> usize {
         self.inner.alive.load(Ordering::Relaxed)
@@ -338,7 +400,7 @@ impl Shared {
         skip: HashSet<MessageId>,
         timeout: Duration,
     ) -> Result<Vec<DueDelivery>> {
-        let mut client = self.client().await?;
+        let mut client = self.client_of(&self.inner.claims).await?;
         let lease_ms = self.lease_ms(timeout);
         self.checked(
             deliveries::claim_due(
@@ -623,6 +685,7 @@ impl Shared {
         self.inner.writer.stop().await;
         self.inner.closed.store(true, Ordering::Release);
         self.inner.pool.close();
+        self.inner.claims.close();
     }
 }
 

@@ -1,7 +1,7 @@
 //! This node's grouped writer: accepted messages and attempt outcomes, whatever is waiting, in
 //! one transaction and one commit.
 //!
-//! One task takes everything queued (up to [`MAX_BATCH`] jobs), applies it with a handful of
+//! A task takes everything queued (up to [`MAX_BATCH`] jobs), applies it with a handful of
 //! array statements ([`super::messages::insert_batch`], [`super::deliveries::record_batch`]),
 //! commits, and only then answers each job. While a commit waits for its WAL flush, the next
 //! batch gathers, so the commit rate follows the disk and the batch size follows the load.
@@ -12,14 +12,23 @@
 //! A lost connection fails the whole batch with [`StorageError::Unavailable`] and marks the
 //! store unavailable until the probe reconnects (see [`super`]); nothing was acknowledged.
 
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::{Inner, Shared, is_connection_error};
 use crate::error::{Result, StorageError};
 use crate::{Accepted, AttemptUpdate, BatchStats, CommitObserver, Completion, NewMessage};
+
+/// Transactions in flight at once, each on its own connection: while one waits for its WAL
+/// flush the next is gathered and applied, so the disk's flushes follow each other without a
+/// gap. Batches are still applied one after the other, in queue order (the next is gathered
+/// only once the previous one's statements ran). Two batches never wait on each other in a cycle: every batch takes its locks in one
+/// order (idempotency keys sorted, then destinations by name, then deliveries by key), and
+/// two outcomes of one delivery are never in flight together (the dispatcher records an
+/// attempt before it starts the next).
+const WRITERS: usize = 2;
 
 /// At most this many jobs share one transaction: enough to amortise a commit many times over,
 /// small enough that the statements' arrays stay a few hundred KiB.
@@ -53,7 +62,16 @@ impl Writer {
     /// is dropped the queue closes and the task ends.
     pub(super) fn spawn(store: Weak<Inner>, observer: Option<CommitObserver>) -> Self {
         let (queue, commands) = mpsc::unbounded_channel();
-        tokio::spawn(run(store, commands, observer));
+        let commands: Commands = Arc::new(tokio::sync::Mutex::new(commands));
+        let committing = Arc::new(Semaphore::new(WRITERS));
+        for _ in 0..WRITERS {
+            tokio::spawn(run(
+                store.clone(),
+                Arc::clone(&commands),
+                Arc::clone(&committing),
+                observer.clone(),
+            ));
+        }
         Self { queue }
     }
 
@@ -72,37 +90,61 @@ impl Writer {
     }
 }
 
+/// The queue, shared by the [`WRITERS`] tasks: one of them at a time gathers a batch.
+type Commands = Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Command>>>;
+
 async fn run(
     store: Weak<Inner>,
-    mut commands: mpsc::UnboundedReceiver<Command>,
+    commands: Commands,
+    committing: Arc<Semaphore>,
     observer: Option<CommitObserver>,
 ) {
-    let mut batch = Vec::new();
-    while let Some(command) = commands.recv().await {
-        let mut stop = None;
-        match command {
-            Command::Job(job) => batch.push(job),
-            Command::Stop(done) => stop = Some(done),
-        }
-        while stop.is_none() && batch.len() < MAX_BATCH {
-            match commands.try_recv() {
-                Ok(Command::Job(job)) => batch.push(job),
-                Ok(Command::Stop(done)) => stop = Some(done),
-                Err(_) => break,
+    loop {
+        // Gather and apply under the queue's lock, commit without it: the other writer
+        // gathers and applies the next batch while this one waits for its WAL flush, and
+        // batches are applied in the order their jobs were queued (a later batch touching the
+        // same rows waits for the earlier one's commit).
+        let (jobs, stop, permit, queue) = {
+            let mut queue = Arc::clone(&commands).lock_owned().await;
+            let Some(command) = queue.recv().await else {
+                return; // closed by a stop, and empty
+            };
+            let Ok(permit) = Arc::clone(&committing).acquire_owned().await else {
+                return;
+            };
+            let (mut jobs, mut stop) = (Vec::new(), None);
+            match command {
+                Command::Job(job) => jobs.push(job),
+                Command::Stop(done) => stop = Some(done),
             }
-        }
-        let jobs = std::mem::take(&mut batch);
+            while stop.is_none() && jobs.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(Command::Job(job)) => jobs.push(job),
+                    Ok(Command::Stop(done)) => stop = Some(done),
+                    Err(_) => break,
+                }
+            }
+            if stop.is_some() {
+                // Nothing queued after the stop is taken.
+                queue.close();
+                while let Ok(Command::Job(job)) = queue.try_recv() {
+                    job.fail(StorageError::Closed);
+                }
+            }
+            (jobs, stop, permit, queue)
+        };
         match store.upgrade() {
-            Some(inner) => commit(&Shared { inner }, jobs, observer.as_ref()).await,
+            Some(inner) => commit(&Shared { inner }, jobs, observer.as_ref(), queue).await,
             None => jobs
                 .into_iter()
                 .for_each(|job| job.fail(StorageError::Closed)),
         }
+        drop(permit);
         if let Some(done) = stop {
-            commands.close();
-            while let Ok(Command::Job(job)) = commands.try_recv() {
-                job.fail(StorageError::Closed);
-            }
+            // Everything queued before the stop is answered once the other writers' batches
+            // are committed too.
+            let every = u32::try_from(WRITERS).unwrap_or(u32::MAX);
+            let _ = committing.acquire_many(every).await;
             let _ = done.send(());
             return;
         }
@@ -115,7 +157,16 @@ enum Done {
     Recorded(Result<bool>),
 }
 
-async fn commit(shared: &Shared, jobs: Vec<Job>, observer: Option<&CommitObserver>) {
+/// The queue's lock, held from gathering a batch until it is applied.
+type Gathering = tokio::sync::OwnedMutexGuard<mpsc::UnboundedReceiver<Command>>;
+
+async fn commit(
+    shared: &Shared,
+    jobs: Vec<Job>,
+    observer: Option<&CommitObserver>,
+    queue: Gathering,
+) {
+    let mut queue = Some(queue);
     if jobs.is_empty() {
         return;
     }
@@ -132,7 +183,8 @@ async fn commit(shared: &Shared, jobs: Vec<Job>, observer: Option<&CommitObserve
     // What the statements read, apart from the replies (which are not `Sync`).
     let (work, replies): (Vec<Work>, Vec<Reply>) = jobs.into_iter().map(Job::split).unzip();
     let started = Instant::now();
-    let outcome = apply(shared, &work).await;
+    let outcome = apply(shared, &work, &mut queue).await;
+    drop(queue);
     let applied = started.elapsed();
     match outcome {
         Ok((done, commit_took)) => {
@@ -156,7 +208,7 @@ async fn commit(shared: &Shared, jobs: Vec<Job>, observer: Option<&CommitObserve
             tracing::warn!(error = %e, jobs = work.len(), "a grouped write failed; applying its jobs one by one");
             for (one, reply) in work.into_iter().zip(replies) {
                 let one = [one];
-                match apply(shared, &one).await {
+                match apply(shared, &one, &mut None).await {
                     Ok((done, _)) => answer(vec![reply], done),
                     Err(e) => {
                         shared.failed(&e);
@@ -212,7 +264,12 @@ fn answer(replies: Vec<Reply>, done: Vec<Done>) {
 
 /// Applies `work` in one transaction and commits; returns each job's outcome and how long the
 /// commit took.
-async fn apply(shared: &Shared, work: &[Work]) -> Result<(Vec<Done>, std::time::Duration)> {
+/// `queue`, if given, is released once the statements ran, before the commit.
+async fn apply(
+    shared: &Shared,
+    work: &[Work],
+    queue: &mut Option<Gathering>,
+) -> Result<(Vec<Done>, std::time::Duration)> {
     let mut client = shared.client().await?;
     let tx = client.transaction().await?;
     let inserts: Vec<&NewMessage> = work
@@ -235,6 +292,7 @@ async fn apply(shared: &Shared, work: &[Work]) -> Result<(Vec<Done>, std::time::
     let mut recorded = super::deliveries::record_batch(shared, &tx, &attempts)
         .await?
         .into_iter();
+    drop(queue.take());
     let committing = Instant::now();
     tx.commit().await?;
     let commit_took = committing.elapsed();
