@@ -213,7 +213,7 @@ impl Shared {
                 node: options.node,
                 lease_margin: options.lease_margin,
                 pseudonyms: Pseudonyms::new(key),
-                writer: writer::Writer::spawn(store.clone(), observer),
+                writer: writer::Writer::spawn(store, observer.as_ref()),
                 health,
                 changes,
                 closed: AtomicBool::new(false),

@@ -60,7 +60,7 @@ pub(crate) struct Writer {
 impl Writer {
     /// The queue, and the task that drains it, holding the store weakly: when the last handle
     /// is dropped the queue closes and the task ends.
-    pub(super) fn spawn(store: Weak<Inner>, observer: Option<CommitObserver>) -> Self {
+    pub(super) fn spawn(store: &Weak<Inner>, observer: Option<&CommitObserver>) -> Self {
         let (queue, commands) = mpsc::unbounded_channel();
         let commands: Commands = Arc::new(tokio::sync::Mutex::new(commands));
         let committing = Arc::new(Semaphore::new(WRITERS));
@@ -69,7 +69,7 @@ impl Writer {
                 store.clone(),
                 Arc::clone(&commands),
                 Arc::clone(&committing),
-                observer.clone(),
+                observer.cloned(),
             ));
         }
         Self { queue }
