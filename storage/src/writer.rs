@@ -242,7 +242,8 @@ fn commit_guarded(
 
 /// Runs every job of `batch` in one transaction and commits it; answers each job. Leaves
 /// `batch` empty. Returns the timing of the successful commit, if there was one, or the error
-/// that kept the transaction from being begun or committed (a job's own error does not count).
+/// that kept the transaction from being begun or committed, or that the disk gave a job (a
+/// job's own error does not count: it fails that job alone).
 /// A committed batch is acknowledged only if the file is still the one opened (see
 /// [`Guard::check_file`]): a commit into a removed file is as good as lost.
 fn commit_batch(
@@ -291,6 +292,18 @@ fn commit_batch(
                 let acknowledged = guard.check_file();
                 answer_all(batch, &acknowledged);
                 return Ok(acknowledged.is_ok().then_some(stats));
+            }
+            Err((_, error)) if is_storage_failure(&error) => {
+                // The disk failed under a job (a write or a resize while it ran), not the job:
+                // the batch fails as a failed commit does, so the store stops taking writes
+                // (reopening where it can) rather than trying job after job on that disk, and
+                // a later write that happens not to touch the disk is never acknowledged.
+                if let Err(e) = txn.abort() {
+                    tracing::warn!(error = %e, "abort after a storage failure");
+                }
+                index.abort();
+                answer_all(batch, &Err(error.clone()));
+                return Err(error);
             }
             Err((culprit, error)) => {
                 // Roll back the partial writes of the whole batch, answer the culprit, and run
@@ -346,6 +359,21 @@ fn apply_all(tx: &mut Tx<'_>, batch: &mut [Box<dyn Job>]) -> Result<(), (usize, 
         }
     }
     Ok(())
+}
+
+/// Whether a job's error is the storage's own (an I/O failure, or redb's memory of one) rather
+/// than the job's.
+fn is_storage_failure(error: &StorageError) -> bool {
+    matches!(
+        error,
+        StorageError::Redb(e) if matches!(
+            **e,
+            redb::Error::Io(_)
+                | redb::Error::PreviousIo
+                | redb::Error::Backend(_)
+                | redb::Error::DatabaseClosed
+        )
+    )
 }
 
 fn answer_all(batch: &mut Vec<Box<dyn Job>>, result: &Result<()>) {
